@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Usage: tools/setup.sh
+#
+# Creates .venv in the repository root with the pinned stack and this package
+# (editable), and installs Debian's espeak-ng and sox when they are missing.
+# Idempotent: on a ready machine it returns in seconds (a stamp file records
+# the requirement set that was installed).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+python=${PYTHON:-python3.11}
+reqs="torch==2.9.1 torchaudio==2.9.1 espnet==202511 sentencepiece==0.2.1 kaldiio==2.18.1 soundfile==0.13.1 jiwer==4.0.0 tensorboard==2.20.0 matplotlib==3.10.7 pytest==9.0.1"
+stamp=.venv/.espnet_supernet_stamp
+
+need_apt=()
+command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
+command -v sox >/dev/null 2>&1 || need_apt+=(sox)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need_apt[*]}"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "setup: cannot install ${need_apt[*]} (need root and apt-get)." >&2
+    echo "       Install them yourself, e.g. 'sudo apt-get install ${need_apt[*]}', then re-run." >&2
+    exit 1
+  fi
+fi
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$reqs" ]; then
+  echo "setup: .venv is ready ($(.venv/bin/python --version))"
+  exit 0
+fi
+
+if ! command -v "$python" >/dev/null 2>&1; then
+  echo "setup: $python not found; set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+# pip 24+ refuses espnet's optional ci_sdr dependency (a direct URL); 23.2 accepts it.
+.venv/bin/pip install -q "pip==23.2.1"
+echo "setup: installing the pinned stack into .venv (a few minutes the first time)"
+.venv/bin/pip install -q $reqs
+.venv/bin/pip install -q --no-deps -e .
+echo "$reqs" > "$stamp"
+echo "setup: done"
