@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Decode with one named subnet of a trained supernet.
+
+Usage:
+    python -m espnet_supernet.bin.asr_inference --subnet 16 \\
+        --asr_train_config exp/asr/config.yaml --asr_model_file exp/asr/valid.loss.ave.pth \\
+        --data_path_and_name_and_type dump/raw/test_clean/wav.scp,speech,sound \\
+        --output_dir exp/asr/decode_16/test_clean
+        (other arguments as ``python -m espnet2.bin.asr_inference``)
+
+Python API::
+
+    from espnet_supernet.bin.asr_inference import speech2text
+    s2t = speech2text("16", asr_train_config=..., asr_model_file=...)
+"""
+
+import contextlib
+import sys
+from typing import Iterator, Optional
+
+from espnet_supernet.tasks.asr import espnet_asr  # registers the classes
+from espnet2.bin import asr_inference as stock  # noqa: E402
+from espnet.utils.cli_utils import get_commandline_args  # noqa: E402
+
+
+@contextlib.contextmanager
+def subnet_model_loading(subnet: Optional[str]) -> Iterator[None]:
+    """Within the block, ASR models built from files have ``subnet`` active.
+
+    ``Speech2Text`` builds its model and its CTC scorer in one constructor, so the
+    subnet (and its own CTC head and BatchNorm statistics) must be active as soon as the
+    model is loaded; this wraps ``ASRTask.build_model_from_file`` for that time.
+    """
+    task = espnet_asr.ASRTask
+    original = task.__dict__["build_model_from_file"]
+
+    def build_and_select(cls, *args, **kwargs):
+        model, train_args = original.__func__(cls, *args, **kwargs)
+        if not hasattr(model, "set_subnet"):
+            raise ValueError(
+                f"--subnet {subnet} given, but the model is a {type(model).__name__}, "
+                "not a supernet (model: supernet in the training config)"
+            )
+        model.set_subnet(subnet)
+        return model, train_args
+
+    task.build_model_from_file = classmethod(build_and_select)
+    try:
+        yield
+    finally:
+        task.build_model_from_file = original
+
+
+def speech2text(subnet: Optional[str], **kwargs) -> stock.Speech2Text:
+    """``Speech2Text(**kwargs)`` decoding with the named subnet (None = largest)."""
+    with subnet_model_loading(subnet):
+        return stock.Speech2Text(**kwargs)
+
+
+def get_parser():
+    """ESPnet's ASR inference parser plus ``--subnet``."""
+    parser = stock.get_parser()
+    parser.add_argument(
+        "--subnet",
+        type=str,
+        default=None,
+        help="Named subnet to decode with (e.g. 16); default: the largest. The names "
+        "are the supernet's subnet sizes (encoder_conf subnet_sizes/subnet_masks).",
+    )
+    return parser
+
+
+def main(cmd=None):
+    """Decode a data set with the chosen subnet."""
+    print(get_commandline_args(), file=sys.stderr)
+    kwargs = vars(get_parser().parse_args(cmd))
+    kwargs.pop("config", None)
+    subnet = kwargs.pop("subnet")
+    with subnet_model_loading(subnet):
+        stock.inference(**kwargs)
+
+
+if __name__ == "__main__":
+    main()

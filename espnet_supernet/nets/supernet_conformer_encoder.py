@@ -1,0 +1,344 @@
+"""Conformer supernet encoder with prunable modules (Dynamic Encoder Size).
+
+Implements the supernet of Xu et al., "Dynamic Encoder Size Based on Data-Driven Layer-wise
+Pruning for Speech Recognition" (Interspeech 2024): every Conformer block has four prunable
+modules (macaron FFN, MHSA, conv, FFN); module j of a block with gate z computes
+``x <- x + c_j * z * f_j(x)`` (c = 0.5 for the FFNs, 1 otherwise) and a module with z = 0 is
+not run at all. The block's final LayerNorm always stays.
+
+The class extends ESPnet's ``ConformerEncoder`` and keeps its parameter names
+(``encoders.N.feed_forward_macaron...``), so a stock Conformer state dict loads with
+``strict=True`` and a subnet of whole blocks exports as a stock encoder.
+"""
+
+import logging
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import torch
+from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
+from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
+from espnet.nets.pytorch_backend.transformer.subsampling import (
+    TooShortUttError,
+    check_short_utt,
+)
+from typeguard import typechecked
+
+from espnet_supernet.nets.subnet_space import (
+    MODULE_TYPES,
+    build_subnet_table,
+    check_mask,
+    num_modules,
+)
+from espnet_supernet.nets.switchable_batch_norm import SwitchableBatchNorm1d
+
+Gate = Union[float, torch.Tensor]
+BN_STATS = ("per_size", "shared")
+
+
+class FrontendOutput(NamedTuple):
+    """Output of the unpruned front end, shared by every subnet of a step.
+
+    Attributes:
+        xs: subsampled features with positional encoding, (B, T', D).
+        pos_emb: relative positional embedding (1, 2T'-1 or T', D), or None.
+        masks: non-padding mask (B, 1, T').
+    """
+
+    xs: torch.Tensor
+    pos_emb: Optional[torch.Tensor]
+    masks: torch.Tensor
+
+
+class SupernetConformerEncoder(ConformerEncoder):
+    """Conformer encoder whose modules can be switched off per subnet.
+
+    Args:
+        (all of ``ConformerEncoder``'s arguments, same meaning; ``macaron_style`` and
+        ``use_cnn_module`` must be true, they default to true here). Unsupported stock
+        options (``interctc_layer_idx``, ``interctc_use_conditioning``, ``ctc_trim``,
+        ``concat_after``, ``stochastic_depth_rate``, ``layer_drop_rate``) raise.
+        subnet_sizes: named sizes as module counts, e.g. ``[16, 32, 48]``; each is built
+            with ``subnet_rule``. Default: only the full network.
+        subnet_masks: explicit 0/1 masks by name (length 4 * num_blocks, block order
+            macaron FFN, MHSA, conv, FFN); override sizes of the same name.
+        subnet_rule: ``"layers"`` (whole blocks evenly spread) or ``"modules"`` (modules
+            evenly spread), see :mod:`espnet_supernet.nets.subnet_space`.
+        bn_stats: ``"per_size"`` keeps BatchNorm statistics per named subnet,
+            ``"shared"`` uses one set for all (the stock behaviour).
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int = 256,
+        attention_heads: int = 4,
+        linear_units: int = 2048,
+        num_blocks: int = 6,
+        dropout_rate: float = 0.1,
+        positional_dropout_rate: float = 0.1,
+        attention_dropout_rate: float = 0.0,
+        input_layer: Optional[str] = "conv2d",
+        normalize_before: bool = True,
+        concat_after: bool = False,
+        positionwise_layer_type: str = "linear",
+        positionwise_conv_kernel_size: int = 3,
+        macaron_style: bool = True,
+        rel_pos_type: str = "legacy",
+        pos_enc_layer_type: str = "rel_pos",
+        selfattention_layer_type: str = "rel_selfattn",
+        activation_type: str = "swish",
+        use_cnn_module: bool = True,
+        zero_triu: bool = False,
+        cnn_module_kernel: int = 31,
+        padding_idx: int = -1,
+        interctc_layer_idx: Optional[List[int]] = None,
+        interctc_use_conditioning: bool = False,
+        ctc_trim: bool = False,
+        stochastic_depth_rate: Union[float, List[float]] = 0.0,
+        layer_drop_rate: float = 0.0,
+        max_pos_emb_len: int = 5000,
+        qk_norm: bool = False,
+        use_flash_attn: bool = True,
+        subnet_sizes: Optional[List[int]] = None,
+        subnet_masks: Optional[Dict[str, List[int]]] = None,
+        subnet_rule: str = "layers",
+        bn_stats: str = "per_size",
+    ):
+        unsupported = {
+            "interctc_layer_idx": bool(interctc_layer_idx),
+            "interctc_use_conditioning": interctc_use_conditioning,
+            "ctc_trim": ctc_trim,
+            "concat_after": concat_after,
+            "stochastic_depth_rate": any(
+                r != 0 for r in (stochastic_depth_rate
+                                 if isinstance(stochastic_depth_rate, list)
+                                 else [stochastic_depth_rate])
+            ),
+            "layer_drop_rate": layer_drop_rate != 0,
+            "macaron_style=false": not macaron_style,
+            "use_cnn_module=false": not use_cnn_module,
+        }
+        bad = [name for name, used in unsupported.items() if used]
+        if bad:
+            raise ValueError(
+                f"supernet_conformer does not support {', '.join(bad)}: every block needs "
+                "its 4 prunable modules (macaron FFN, MHSA, conv, FFN) and no stock "
+                "layer/intermediate-CTC tricks; remove these options from encoder_conf"
+            )
+        if bn_stats not in BN_STATS:
+            raise ValueError(f"bn_stats must be one of {BN_STATS}, got {bn_stats!r}")
+        super().__init__(
+            input_size=input_size,
+            output_size=output_size,
+            attention_heads=attention_heads,
+            linear_units=linear_units,
+            num_blocks=num_blocks,
+            dropout_rate=dropout_rate,
+            positional_dropout_rate=positional_dropout_rate,
+            attention_dropout_rate=attention_dropout_rate,
+            input_layer=input_layer,
+            normalize_before=normalize_before,
+            positionwise_layer_type=positionwise_layer_type,
+            positionwise_conv_kernel_size=positionwise_conv_kernel_size,
+            macaron_style=True,
+            rel_pos_type=rel_pos_type,
+            pos_enc_layer_type=pos_enc_layer_type,
+            selfattention_layer_type=selfattention_layer_type,
+            activation_type=activation_type,
+            use_cnn_module=True,
+            zero_triu=zero_triu,
+            cnn_module_kernel=cnn_module_kernel,
+            padding_idx=padding_idx,
+            max_pos_emb_len=max_pos_emb_len,
+            qk_norm=qk_norm,
+            use_flash_attn=use_flash_attn,
+        )
+        self.input_size = input_size
+        self.num_blocks = num_blocks
+        self.bn_stats = bn_stats
+        table = build_subnet_table(num_blocks, subnet_sizes, subnet_masks, subnet_rule)
+        self.subnet_names: List[str] = list(table)
+        # Persistent so that learned masks travel with the checkpoint.
+        self.register_buffer(
+            "subnet_mask_table", torch.tensor(list(table.values()), dtype=torch.float)
+        )
+        for layer in self.encoders:
+            layer.conv_module.norm = SwitchableBatchNorm1d.from_batch_norm(
+                layer.conv_module.norm, len(self.subnet_names)
+            )
+        self._register_load_state_dict_pre_hook(self._keep_table_if_missing)
+        self._active_mask: List[int] = [1] * num_modules(num_blocks)
+        self._active_slot: Optional[int] = None
+        self.set_subnet(None)
+
+    # ------------------------------------------------------------------ subnets
+    @property
+    def num_modules(self) -> int:
+        """M = 4 x num_blocks prunable modules."""
+        return num_modules(self.num_blocks)
+
+    def subnet_mask(self, name: str) -> List[int]:
+        """The 0/1 mask of a named subnet (a copy)."""
+        if name not in self.subnet_names:
+            raise KeyError(
+                f"unknown subnet {name!r}; this supernet has {', '.join(self.subnet_names)}"
+            )
+        row = self.subnet_mask_table[self.subnet_names.index(name)]
+        return [int(v) for v in row.tolist()]
+
+    def set_subnet_masks(self, masks: Dict[str, Sequence[float]]) -> None:
+        """Overwrite the masks of existing named subnets (used by selection methods)."""
+        for name, mask in masks.items():
+            self.subnet_mask(name)  # raises on an unknown name
+            row = check_mask(mask, self.num_modules)
+            self.subnet_mask_table[self.subnet_names.index(name)] = torch.tensor(row)
+        self.set_subnet(self._active_mask)
+
+    def set_subnet(self, mask: Optional[Sequence[float]]) -> None:
+        """Activate a subnet in place.
+
+        Args:
+            mask: M = 4 x num_blocks values in {0, 1} (block 0: macaron FFN, MHSA, conv,
+                FFN; then block 1, ...), or None for every module on. A mask equal to a
+                named subnet's also selects that subnet's BatchNorm statistics.
+        """
+        full = mask is None
+        mask = [1] * self.num_modules if full else check_mask(mask, self.num_modules)
+        slot = None
+        if self.bn_stats == "per_size":
+            rows = self.subnet_mask_table.tolist()
+            if mask in rows:
+                slot = rows.index(mask)
+        self._active_mask, self._active_slot = mask, slot
+        for layer in self.encoders:
+            layer.conv_module.norm.active_slot = slot
+
+    def set_named_subnet(self, name: str) -> None:
+        """Activate the named subnet (see ``subnet_names``)."""
+        self.set_subnet(self.subnet_mask(name))
+
+    @property
+    def active_mask(self) -> List[int]:
+        """The active 0/1 mask (a copy)."""
+        return list(self._active_mask)
+
+    def _keep_table_if_missing(self, state_dict, prefix, *args) -> None:
+        key = prefix + "subnet_mask_table"
+        if key not in state_dict:  # a stock ConformerEncoder state dict
+            state_dict[key] = self.subnet_mask_table.clone()
+        elif state_dict[key].shape != self.subnet_mask_table.shape:
+            raise RuntimeError(
+                f"checkpoint has {state_dict[key].shape[0]} subnets of "
+                f"{state_dict[key].shape[1]} modules, but this config defines "
+                f"{len(self.subnet_names)} of {self.num_modules}: use the config the "
+                "checkpoint was trained with"
+            )
+
+    # ------------------------------------------------------------------ forward
+    def forward_frontend(self, xs_pad: torch.Tensor, ilens: torch.Tensor) -> FrontendOutput:
+        """Subsampling and positional encoding, run once per batch.
+
+        Args:
+            xs_pad: features (B, L, input_size).
+            ilens: lengths (B,).
+        """
+        masks = (~make_pad_mask(ilens)[:, None, :]).to(xs_pad.device)
+        short, limit = check_short_utt(self.embed, xs_pad.size(1))
+        if short:
+            raise TooShortUttError(
+                f"has {xs_pad.size(1)} frames and is too short for subsampling "
+                f"(it needs more than {limit} frames), return empty results",
+                xs_pad.size(1),
+                limit,
+            )
+        if isinstance(self.embed, torch.nn.Sequential):
+            out = self.embed(xs_pad)
+        else:
+            out, masks = self.embed(xs_pad, masks)
+        xs, pos_emb = out if isinstance(out, tuple) else (out, None)
+        return FrontendOutput(xs, pos_emb, masks)
+
+    def forward_subnet(
+        self, front: FrontendOutput, gates: Optional[Sequence[Gate]] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Run the blocks of a subnet on a shared front-end output.
+
+        Args:
+            front: output of :meth:`forward_frontend`.
+            gates: M gates; 0 skips the module (its forward is never called), 1 runs it
+                plainly, a tensor scales its output (soft gates of selection methods).
+                Default: the active mask.
+
+        Returns:
+            encoder output (B, T', D) and its lengths (B,).
+        """
+        gates = self._active_mask if gates is None else gates
+        if len(gates) != self.num_modules:
+            raise ValueError(f"expected {self.num_modules} gates, got {len(gates)}")
+        xs = front.xs
+        n = len(MODULE_TYPES)
+        for i, layer in enumerate(self.encoders):
+            xs = self._block_forward(layer, xs, front.pos_emb, front.masks,
+                                     gates[n * i: n * (i + 1)])
+        if self.normalize_before:
+            xs = self.after_norm(xs)
+        return xs, front.masks.squeeze(1).sum(1)
+
+    def _block_forward(
+        self,
+        layer: torch.nn.Module,
+        x: torch.Tensor,
+        pos_emb: Optional[torch.Tensor],
+        masks: torch.Tensor,
+        gates: Sequence[Gate],
+    ) -> torch.Tensor:
+        """One Conformer block (ESPnet's ``EncoderLayer`` weights) with gated modules."""
+        modules = (
+            (layer.norm_ff_macaron, layer.feed_forward_macaron, layer.ff_scale),
+            (layer.norm_mha, None, 1.0),
+            (layer.norm_conv, layer.conv_module, 1.0),
+            (layer.norm_ff, layer.feed_forward, layer.ff_scale),
+        )
+        for (norm, module, scale), gate in zip(modules, gates):
+            if not isinstance(gate, torch.Tensor) and gate == 0:
+                continue
+            h = norm(x) if self.normalize_before else x
+            if module is not None:
+                h = module(h)
+            elif pos_emb is not None:
+                h = layer.self_attn(h, h, h, pos_emb, masks)
+            else:
+                h = layer.self_attn(h, h, h, masks)
+            if isinstance(gate, torch.Tensor) or gate != 1:
+                scale = scale * gate
+            x = x + scale * layer.dropout(h)
+            if not self.normalize_before:
+                x = norm(x)
+        return layer.norm_final(x)
+
+    def forward(
+        self,
+        xs_pad: torch.Tensor,
+        ilens: torch.Tensor,
+        prev_states: Optional[torch.Tensor] = None,
+        masks: Optional[torch.Tensor] = None,
+        ctc: Optional[torch.nn.Module] = None,
+        return_all_hs: bool = False,
+    ) -> Tuple[torch.Tensor, torch.Tensor, None]:
+        """Encode with the active subnet.
+
+        Args:
+            xs_pad: features (B, L, input_size).
+            ilens: lengths (B,).
+            prev_states, masks, ctc, return_all_hs: accepted for interface
+                compatibility with ``ConformerEncoder``; ``masks`` and
+                ``return_all_hs`` are not supported.
+
+        Returns:
+            output (B, T', D), output lengths (B,), None.
+        """
+        if masks is not None or return_all_hs:
+            raise NotImplementedError("supernet_conformer computes masks from ilens itself")
+        xs, olens = self.forward_subnet(self.forward_frontend(xs_pad, ilens))
+        return xs, olens, None

@@ -1,0 +1,213 @@
+"""ESPnet ASR model that trains a supernet's subnets jointly with the sandwich rule.
+
+Each training step computes features and the encoder front end once, then runs the largest
+subnet, the smallest and ``num_random`` sampled middle sizes on them and adds their losses
+with fixed weights (Dynamic Encoder Size, Xu et al. 2024: 1.0 max, 0.3 min, 0.3 random; the
+sandwich rule of Yu & Huang 2019). Optionally the non-largest subnets also learn from the
+largest one's detached CTC posteriors (in-place knowledge distillation).
+"""
+
+import random
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from espnet2.asr.espnet_model import ESPnetASRModel
+from espnet2.torch_utils.device_funcs import force_gatherable
+from typeguard import typechecked
+
+from espnet_supernet.nets.switchable_linear import SwitchableLinear
+
+Stats = Dict[str, Optional[torch.Tensor]]
+
+
+class SupernetASRModel(ESPnetASRModel):
+    """CTC / attention ASR model over a supernet encoder.
+
+    The encoder must provide ``subnet_names``, ``set_named_subnet``,
+    ``forward_frontend`` and ``forward_subnet`` (e.g. ``supernet_conformer``).
+
+    Args:
+        (``ESPnetASRModel``'s arguments, passed through.)
+        max_weight: loss weight of the largest subnet.
+        min_weight: loss weight of the smallest subnet.
+        random_weight: loss weight of each sampled middle subnet.
+        num_random: middle subnets sampled per step (without replacement; capped by the
+            number of middle sizes).
+        per_size_ctc: give each named subnet its own CTC output layer.
+        inplace_kd_weight: weight of KL(p_max || q_sub) on CTC posteriors for the
+            non-largest subnets (0 disables).
+        sandwich_seed: seed of the middle-size sampling; with the step counter it makes
+            every DDP rank sample the same subnets in the same step.
+
+    Stats: training reports ``loss``, ``loss_max``, ``loss_min``, ``loss_rand{i}`` (and
+    ``loss_kd``) by slot, the same keys on every rank; validation reports ``loss_<size>``,
+    ``cer_ctc_<size>`` (and ``acc_<size>``, ``cer_<size>``, ``wer_<size>`` with a decoder)
+    for every named size, ``loss`` being their mean and ``acc`` the largest size's.
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        *args,
+        max_weight: float = 1.0,
+        min_weight: float = 0.3,
+        random_weight: float = 0.3,
+        num_random: int = 1,
+        per_size_ctc: bool = False,
+        inplace_kd_weight: float = 0.0,
+        sandwich_seed: int = 0,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        for attr in ("subnet_names", "set_named_subnet", "forward_frontend",
+                     "forward_subnet"):
+            if not hasattr(self.encoder, attr):
+                raise ValueError(
+                    f"model 'supernet' needs a supernet encoder (e.g. encoder: "
+                    f"supernet_conformer); {type(self.encoder).__name__} has no {attr}"
+                )
+        if self.use_transducer_decoder:
+            raise ValueError("model 'supernet' is CTC/attention; transducer is not supported")
+        if self.ctc is None and per_size_ctc:
+            raise ValueError("per_size_ctc needs a CTC branch (ctc_weight > 0)")
+        self.subnet_names: List[str] = list(self.encoder.subnet_names)
+        self.max_weight, self.min_weight = max_weight, min_weight
+        self.random_weight, self.num_random = random_weight, num_random
+        self.inplace_kd_weight = inplace_kd_weight
+        self.sandwich_seed = sandwich_seed
+        if per_size_ctc:
+            self.ctc.ctc_lo = SwitchableLinear(self.ctc.ctc_lo, len(self.subnet_names))
+        self.register_buffer("sandwich_step", torch.zeros((), dtype=torch.long))
+        self.active_subnet = self.subnet_names[-1]
+        self.set_subnet(None)
+
+    # ------------------------------------------------------------------ subnets
+    def set_subnet(self, name: Optional[str]) -> None:
+        """Activate a named subnet (None = the largest) for ``encode`` and decoding."""
+        name = self.subnet_names[-1] if name is None else str(name)
+        if name not in self.subnet_names:
+            raise ValueError(
+                f"unknown subnet {name!r}; valid names: {', '.join(self.subnet_names)}"
+            )
+        self.encoder.set_named_subnet(name)
+        if isinstance(getattr(self.ctc, "ctc_lo", None), SwitchableLinear):
+            self.ctc.ctc_lo.active_slot = self.subnet_names.index(name)
+        self.active_subnet = name
+
+    def sandwich_plan(self, step: int) -> List[Tuple[str, str, float]]:
+        """(stat slot, subnet name, loss weight) triples for training step ``step``."""
+        names = self.subnet_names
+        plan = [("max", names[-1], self.max_weight)]
+        if len(names) > 1:
+            plan.append(("min", names[0], self.min_weight))
+        middle = names[1:-1]
+        rng = random.Random(self.sandwich_seed * 1_000_003 + step)
+        picks = rng.sample(middle, min(self.num_random, len(middle)))
+        plan += [(f"rand{i}", name, self.random_weight) for i, name in enumerate(picks)]
+        return plan
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        text: torch.Tensor,
+        text_lengths: torch.Tensor,
+        **kwargs,
+    ) -> Tuple[torch.Tensor, Stats, torch.Tensor]:
+        """Sandwich-rule loss over subnets (training) or every size's loss (validation).
+
+        Args:
+            speech: (B, L) waveforms or (B, L, F) features.
+            speech_lengths: (B,).
+            text: (B, U) token ids.
+            text_lengths: (B,).
+        """
+        batch_size = speech.shape[0]
+        text[text == -1] = self.ignore_id
+        text = text[:, : text_lengths.max()]
+        front = self.encoder.forward_frontend(*self._features(speech, speech_lengths))
+        previous = self.active_subnet
+        if self.training:
+            plan = self.sandwich_plan(int(self.sandwich_step))
+            self.sandwich_step += 1
+        else:
+            plan = [(n, n, 1.0 / len(self.subnet_names)) for n in self.subnet_names]
+
+        stats: Stats = {}
+        total, teacher, kd_total = 0.0, None, 0.0
+        for slot, name, weight in plan:
+            self.set_subnet(name)
+            enc_out, enc_lens = self.encoder.forward_subnet(front)
+            if self.postencoder is not None:
+                enc_out, enc_lens = self.postencoder(enc_out, enc_lens)
+            loss, sub_stats = self._subnet_loss(enc_out, enc_lens, text, text_lengths)
+            if self.training and self.inplace_kd_weight > 0 and self.ctc is not None:
+                log_q = self.ctc.log_softmax(enc_out)
+                if teacher is None:
+                    teacher = log_q.detach()
+                else:
+                    kd = self._ctc_kl(teacher, log_q, enc_lens)
+                    loss = loss + self.inplace_kd_weight * kd
+                    kd_total = kd_total + kd.detach()
+            total = total + weight * loss
+            stats[f"loss_{slot}"] = loss.detach()
+            if not self.training:
+                stats.update({f"{k}_{name}": v for k, v in sub_stats.items()})
+        self.set_subnet(previous)
+
+        if not self.training:
+            stats["acc"] = stats.get(f"acc_{self.subnet_names[-1]}")
+        if self.training and self.inplace_kd_weight > 0 and len(plan) > 1:
+            stats["loss_kd"] = kd_total / (len(plan) - 1)
+        stats["loss"] = total.detach()
+        loss, stats, weight = force_gatherable((total, stats, batch_size), total.device)
+        return loss, stats, weight
+
+    def _features(
+        self, speech: torch.Tensor, speech_lengths: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Frontend, SpecAugment (training), normalisation and pre-encoder, once."""
+        feats, lens = self._extract_feats(speech, speech_lengths)
+        if self.specaug is not None and self.training:
+            feats, lens = self.specaug(feats, lens)
+        if self.normalize is not None:
+            feats, lens = self.normalize(feats, lens)
+        if self.preencoder is not None:
+            feats, lens = self.preencoder(feats, lens)
+        return feats, lens
+
+    def _subnet_loss(
+        self,
+        enc_out: torch.Tensor,
+        enc_lens: torch.Tensor,
+        text: torch.Tensor,
+        text_lengths: torch.Tensor,
+    ) -> Tuple[torch.Tensor, Stats]:
+        """CTC / attention loss of one subnet's encoder output (B, T', D)."""
+        stats: Stats = {}
+        loss_ctc = loss_att = None
+        if self.ctc_weight != 0.0:
+            loss_ctc, cer_ctc = self._calc_ctc_loss(enc_out, enc_lens, text, text_lengths)
+            stats.update(loss_ctc=loss_ctc.detach(), cer_ctc=cer_ctc)
+        if self.ctc_weight != 1.0:
+            loss_att, acc, cer, wer = self._calc_att_loss(enc_out, enc_lens, text, text_lengths)
+            stats.update(loss_att=loss_att.detach(), acc=acc, cer=cer, wer=wer)
+        if loss_att is None:
+            loss = loss_ctc
+        elif loss_ctc is None:
+            loss = loss_att
+        else:
+            loss = self.ctc_weight * loss_ctc + (1 - self.ctc_weight) * loss_att
+        stats["loss"] = loss.detach()
+        return loss, stats
+
+    @staticmethod
+    def _ctc_kl(
+        log_p: torch.Tensor, log_q: torch.Tensor, lens: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean over valid frames of KL(p || q); log_p, log_q: (B, T', V), lens: (B,)."""
+        kl = (log_p.exp() * (log_p - log_q)).sum(-1)  # (B, T')
+        valid = torch.arange(kl.size(1), device=kl.device)[None, :] < lens[:, None]
+        return (kl * valid).sum() / valid.sum().clamp(min=1)
