@@ -34,5 +34,5 @@ def import_quietly(module: str) -> ModuleType:
         if nltk is not None:
             nltk.download = download
     if captured.getvalue():
-        logging.debug("import %s said: %s", module, captured.getvalue().strip())
+        logging.getLogger(__name__).debug("import %s said: %s", module, captured.getvalue().strip())
     return mod

@@ -31,11 +31,12 @@ def subnet_model_loading(subnet: Optional[str]) -> Iterator[None]:
     subnet (and its own CTC head and BatchNorm statistics) must be active as soon as the
     model is loaded; this wraps ``ASRTask.build_model_from_file`` for that time.
     """
-    task = espnet_asr.ASRTask
-    original = task.__dict__["build_model_from_file"]
+    task, name = espnet_asr.ASRTask, "build_model_from_file"
+    own = task.__dict__.get(name)  # None when inherited from AbsTask
+    build = getattr(task, name).__func__
 
     def build_and_select(cls, *args, **kwargs):
-        model, train_args = original.__func__(cls, *args, **kwargs)
+        model, train_args = build(cls, *args, **kwargs)
         if not hasattr(model, "set_subnet"):
             raise ValueError(
                 f"--subnet {subnet} given, but the model is a {type(model).__name__}, "
@@ -44,11 +45,14 @@ def subnet_model_loading(subnet: Optional[str]) -> Iterator[None]:
         model.set_subnet(subnet)
         return model, train_args
 
-    task.build_model_from_file = classmethod(build_and_select)
+    setattr(task, name, classmethod(build_and_select))
     try:
         yield
     finally:
-        task.build_model_from_file = original
+        if own is None:
+            delattr(task, name)
+        else:
+            setattr(task, name, own)
 
 
 def speech2text(subnet: Optional[str], **kwargs) -> stock.Speech2Text:

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Supernet ASR recipe template: train ONE supernet, decode and score EVERY named size.
+# Stage numbers follow ESPnet's asr.sh. Kaldi-free: needs only the pip packages.
+#
+#   1  data prep (local/data.sh)            3  format + check audio   4  filter by duration
+#   5  BPE model + token list               10 collect stats          11 supernet training
+#   12 decoding, every size x test set      13 scoring -> RESULTS.md (WER/CER, params, FLOPs)
+set -euo pipefail
+log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*"; }
+# split_scp <scp> <n> <outdir>: contiguous chunks outdir/keys.{1..n}.scp
+split_scp() {
+  mkdir -p "$3"; rm -f "$3"/keys.*.scp
+  awk -v n="$2" -v d="$3" -v total="$(wc -l < "$1")" \
+    '{ print > (d "/keys." int((NR - 1) * n / total) + 1 ".scp") }' "$1"
+}
+
+stage=1; stop_stage=13
+nj=2                     # parallel jobs: collect stats
+inference_nj=2           # parallel jobs: decoding (per size and test set)
+ngpu=0                   # GPUs for training
+num_nodes=1
+python=python3
+train_set=""; valid_set=""; test_sets=""
+local_data_opts=""
+min_duration=0.1; max_duration=20
+nbpe=300; bpemode=unigram
+asr_config=""; inference_config=""
+asr_tag=""; asr_args=""
+inference_asr_model=valid.loss.ave.pth
+inference_args=""
+subnets=""               # sizes to decode; default: every named subnet of the model
+dumpdir=dump; expdir=exp
+
+help_message="Usage: $0 --train_set <set> --valid_set <set> --test_sets '<sets>' --asr_config <yaml> [options]
+Options (default):
+  --stage ($stage) --stop_stage ($stop_stage)  run stages in [stage, stop_stage]
+  --nj ($nj) --inference_nj ($inference_nj) --ngpu ($ngpu) --num_nodes ($num_nodes)
+  --local_data_opts  passed to local/data.sh
+  --min_duration ($min_duration) --max_duration ($max_duration)  seconds, train/valid only
+  --nbpe ($nbpe) --bpemode ($bpemode)
+  --asr_config  training config  --asr_args  extra training arguments  --asr_tag  exp name
+  --inference_config  decoding config  --inference_args  extra decoding arguments
+  --inference_asr_model ($inference_asr_model)
+  --subnets  space-separated sizes to decode (default: all named subnets)"
+. utils/parse_options.sh
+[ -f path.sh ] && . ./path.sh
+[ -f cmd.sh ] && . ./cmd.sh
+: "${train_cmd:=utils/run.pl}" "${cuda_cmd:=utils/run.pl}" "${decode_cmd:=utils/run.pl}"
+for v in train_set valid_set test_sets asr_config; do
+  [ -n "${!v}" ] || { log "Error: --$v is required"; echo "$help_message"; exit 2; }
+done
+
+token_listdir=data/token_list/bpe_${bpemode}${nbpe}
+bpemodel=${token_listdir}/bpe.model
+token_list=${token_listdir}/tokens.txt
+[ -n "$asr_tag" ] || asr_tag=$(basename "${asr_config%.*}")
+asr_exp=${expdir}/asr_${asr_tag}
+asr_stats_dir=${expdir}/asr_stats_bpe${nbpe}
+data_opts=(--use_preprocessor true --token_type bpe --bpemodel "$bpemodel"
+           --token_list "$token_list" --cleaner none --g2p none)
+
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  log "Stage 1: data preparation (local/data.sh ${local_data_opts})"
+  local/data.sh ${local_data_opts}
+fi
+
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  log "Stage 3: format data, check every audio file -> ${dumpdir}/raw"
+  for dset in $(echo $train_set $valid_set $test_sets | tr ' ' '\n' | awk '!seen[$0]++'); do
+    $python -m espnet_supernet.bin.format_data data/$dset $dumpdir/raw/org/$dset \
+      --nj $nj --min_duration 0 --max_duration 1e9
+  done
+fi
+
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  log "Stage 4: filter train/valid by duration [$min_duration, $max_duration] s"
+  for dset in $train_set $valid_set; do
+    $python -m espnet_supernet.bin.format_data $dumpdir/raw/org/$dset $dumpdir/raw/$dset \
+      --nj $nj --min_duration $min_duration --max_duration $max_duration
+  done
+  for dset in $test_sets; do
+    rm -rf $dumpdir/raw/$dset; cp -r $dumpdir/raw/org/$dset $dumpdir/raw/$dset
+  done
+fi
+
+if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
+  log "Stage 5: BPE ($bpemode, $nbpe units) and token list -> $token_listdir"
+  $python -m espnet_supernet.bin.train_bpe --text $dumpdir/raw/$train_set/text \
+    --model_prefix ${token_listdir}/bpe --vocab_size $nbpe --model_type $bpemode \
+    --token_list "$token_list"
+fi
+
+if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
+  log "Stage 10: collect shapes and feature statistics ($nj jobs) -> $asr_stats_dir"
+  logdir=$asr_stats_dir/logdir; mkdir -p $logdir
+  n_train=$(wc -l < $dumpdir/raw/$train_set/wav.scp); n_valid=$(wc -l < $dumpdir/raw/$valid_set/wav.scp)
+  _nj=$(( nj < n_train ? nj : n_train )); _nj=$(( _nj < n_valid ? _nj : n_valid ))
+  split_scp $dumpdir/raw/$train_set/wav.scp $_nj $logdir/train
+  split_scp $dumpdir/raw/$valid_set/wav.scp $_nj $logdir/valid
+  ${train_cmd} JOB=1:$_nj $logdir/stats.JOB.log \
+    $python -m espnet_supernet.bin.asr_train --collect_stats true "${data_opts[@]}" \
+      --config "$asr_config" --frontend_conf fs=16k \
+      --train_data_path_and_name_and_type $dumpdir/raw/$train_set/wav.scp,speech,sound \
+      --train_data_path_and_name_and_type $dumpdir/raw/$train_set/text,text,text \
+      --valid_data_path_and_name_and_type $dumpdir/raw/$valid_set/wav.scp,speech,sound \
+      --valid_data_path_and_name_and_type $dumpdir/raw/$valid_set/text,text,text \
+      --train_shape_file $logdir/train/keys.JOB.scp --valid_shape_file $logdir/valid/keys.JOB.scp \
+      --output_dir $logdir/stats.JOB ${asr_args}
+  $python -m espnet2.bin.aggregate_stats_dirs --output_dir $asr_stats_dir \
+    $(for n in $(seq $_nj); do echo --input_dir $logdir/stats.$n; done)
+  for s in train valid; do
+    awk -v N="$(wc -l < $token_list)" '{ print $0 "," N }' \
+      $asr_stats_dir/$s/text_shape > $asr_stats_dir/$s/text_shape.bpe
+  done
+fi
+
+if [ $stage -le 11 ] && [ $stop_stage -ge 11 ]; then
+  log "Stage 11: supernet training -> $asr_exp (log: $asr_exp/train.log; resumes if interrupted)"
+  mkdir -p $asr_exp
+  $python -m espnet2.bin.launch --cmd "${cuda_cmd} --name $asr_exp/train.log" \
+    --log $asr_exp/train.log --ngpu $ngpu --num_nodes $num_nodes \
+    --init_file_prefix $asr_exp/.dist_init_ --multiprocessing_distributed true -- \
+    $python -m espnet_supernet.bin.asr_train "${data_opts[@]}" \
+      --config "$asr_config" --frontend_conf fs=16k \
+      --normalize global_mvn --normalize_conf stats_file=$asr_stats_dir/train/feats_stats.npz \
+      --train_data_path_and_name_and_type $dumpdir/raw/$train_set/wav.scp,speech,sound \
+      --train_data_path_and_name_and_type $dumpdir/raw/$train_set/text,text,text \
+      --valid_data_path_and_name_and_type $dumpdir/raw/$valid_set/wav.scp,speech,sound \
+      --valid_data_path_and_name_and_type $dumpdir/raw/$valid_set/text,text,text \
+      --train_shape_file $asr_stats_dir/train/speech_shape \
+      --train_shape_file $asr_stats_dir/train/text_shape.bpe \
+      --valid_shape_file $asr_stats_dir/valid/speech_shape \
+      --valid_shape_file $asr_stats_dir/valid/text_shape.bpe \
+      --resume true --fold_length 80000 --fold_length 150 \
+      --output_dir $asr_exp ${asr_args}
+fi
+
+model_file=$asr_exp/$inference_asr_model
+if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
+  log "Stage 12: per-subnet cost report and decoding of every size"
+  $python -m espnet_supernet.bin.subnet_report --asr_train_config $asr_exp/config.yaml \
+    --asr_model_file $model_file --output $asr_exp/subnets.json
+  [ -n "$subnets" ] || subnets=$($python -c "import json,sys; print(' '.join(json.load(open(sys.argv[1]))))" $asr_exp/subnets.json)
+  inf_tag=$(basename "${inference_config:-default}" .yaml)
+  for size in $subnets; do
+    for dset in $test_sets; do
+      dir=$asr_exp/${inf_tag}_size${size}/$dset; logdir=$dir/logdir; mkdir -p $logdir
+      n=$(wc -l < $dumpdir/raw/$dset/wav.scp); _nj=$(( inference_nj < n ? inference_nj : n ))
+      split_scp $dumpdir/raw/$dset/wav.scp $_nj $logdir
+      log "  decoding size $size on $dset ($n utts, $_nj jobs) -> $dir"
+      ${decode_cmd} JOB=1:$_nj $logdir/asr_inference.JOB.log \
+        $python -m espnet_supernet.bin.asr_inference --subnet $size --ngpu 0 --batch_size 1 \
+          --data_path_and_name_and_type $dumpdir/raw/$dset/wav.scp,speech,sound \
+          --key_file $logdir/keys.JOB.scp \
+          --asr_train_config $asr_exp/config.yaml --asr_model_file $model_file \
+          --output_dir $logdir/output.JOB \
+          ${inference_config:+--config $inference_config} ${inference_args}
+      for n in $(seq $_nj); do cat $logdir/output.$n/1best_recog/text; done \
+        | LC_ALL=C sort > $dir/text
+    done
+  done
+fi
+
+if [ $stage -le 13 ] && [ $stop_stage -ge 13 ]; then
+  log "Stage 13: scoring every size -> $asr_exp/RESULTS.md and ./RESULTS.md"
+  inf_tag=$(basename "${inference_config:-default}" .yaml)
+  $python - "$asr_exp" "$inf_tag" "$dumpdir" $test_sets > $asr_exp/score_summary.jsonl <<'PY'
+import json, os, sys
+exp, tag, dump, sets = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+for size, row in json.load(open(os.path.join(exp, "subnets.json"))).items():
+    for dset in sets:
+        hyp = os.path.join(exp, f"{tag}_size{size}", dset, "text")
+        if os.path.exists(hyp):
+            print(json.dumps(dict(size=size, test_set=dset, ref=f"{dump}/raw/{dset}/text",
+                hyp=hyp, encoder_params=row["encoder_params"],
+                total_params=row["total_params"],
+                encoder_gflops_per_sec=row["encoder_gflops_per_sec"])))
+PY
+  $python -m espnet_supernet.bin.score --summary $asr_exp/score_summary.jsonl \
+    --results_md $asr_exp/RESULTS.md
+  cp $asr_exp/RESULTS.md RESULTS.md
+fi
+log "Successfully finished stages $stage-$stop_stage"

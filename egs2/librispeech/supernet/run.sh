@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# LibriSpeech supernet recipe: one Conformer-CTC/attention supernet, every size decoded.
+#   ./run.sh                          # stages 1-13 with the CPU demo config
+#   ./run.sh --stage 10               # from collect stats on
+#   ./run.sh --asr_config conf/train_supernet_conformer_paper.yaml --ngpu 4
+# With LIBRISPEECH empty in db.sh, stage 1 generates the embedded espeak-ng corpus.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+train_set=train_clean_100
+valid_set=dev_clean
+test_sets="dev_clean test_clean"
+asr_config=conf/train_supernet_conformer_demo.yaml
+inference_config=conf/decode_ctc_att.yaml
+
+./supernet.sh \
+  --train_set "$train_set" --valid_set "$valid_set" --test_sets "$test_sets" \
+  --asr_config "$asr_config" --inference_config "$inference_config" \
+  --nbpe 300 --max_duration 20 "$@"

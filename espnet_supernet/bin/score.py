@@ -1,0 +1,147 @@
+"""Score decoding results (ESPnet's asr.sh stage 13, without sclite).
+
+Usage:
+    python -m espnet_supernet.bin.score --ref data/test_clean/text \\
+        --hyp exp/asr_x/decode_16/test_clean/text \\
+        [--out exp/asr_x/decode_16/test_clean/score]
+    python -m espnet_supernet.bin.score --summary exp/asr_x/score_entries.jsonl \\
+        --results_md exp/asr_x/RESULTS.md
+
+The first form scores one hypothesis file, prints its WER/CER summary and, with
+``--out``, writes it to ``<out>/result.txt``. The second form reads one JSON
+object per line::
+
+    {"size": "16", "test_set": "test_clean", "ref": "data/test_clean/text",
+     "hyp": "exp/asr_x/decode_16/test_clean/text", "encoder_params": 1234567,
+     "total_params": 2345678, "encoder_gflops_per_sec": 1.5}
+
+(an optional ``"out"`` names the scoring directory, default ``<dir of hyp>/score``;
+paths are relative to the current directory), scores every entry, writes each
+``result.txt``, writes RESULTS.md to ``--results_md`` and prints its table.
+Exits non-zero on an unreadable file, a malformed entry or an empty reference
+transcript (the message names the utterance).
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import List, Optional, Sequence
+
+from espnet_supernet.data.scoring import (
+    ResultRow,
+    format_result,
+    results_table,
+    score_files,
+    write_result,
+    write_results_md,
+)
+
+SUMMARY_KEYS = (
+    "size",
+    "test_set",
+    "ref",
+    "hyp",
+    "encoder_params",
+    "total_params",
+    "encoder_gflops_per_sec",
+)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """Builds the command-line parser.
+
+    Returns:
+        The parser.
+    """
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--ref", help="Reference text file (one-pair mode).")
+    parser.add_argument("--hyp", help="Hypothesis text file (one-pair mode).")
+    parser.add_argument("--out", help="Directory for result.txt (one-pair mode).")
+    parser.add_argument("--summary", help="JSON-lines file of entries to score.")
+    parser.add_argument("--results_md", help="RESULTS.md to write (summary mode).")
+    return parser
+
+
+def score_summary(path: str) -> List[ResultRow]:
+    """Scores every entry of a summary file and writes each entry's result.txt.
+
+    Args:
+        path: The JSON-lines file.
+
+    Returns:
+        One row per entry.
+
+    Raises:
+        ValueError: On a malformed entry or an empty reference transcript.
+    """
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        lines = [(n, line) for n, line in enumerate(f, 1) if line.strip()]
+    for lineno, line in lines:
+        where = f"{path}:{lineno}"
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: not JSON: {e}") from e
+        absent = [k for k in SUMMARY_KEYS if k not in entry]
+        if absent:
+            raise ValueError(f"{where}: missing {', '.join(absent)}")
+        wer, cer = score_files(entry["ref"], entry["hyp"])
+        out = entry.get("out") or os.path.join(os.path.dirname(entry["hyp"]), "score")
+        logging.info("%s: %s", where, write_result(out, entry["ref"], entry["hyp"], wer, cer))
+        rows.append(
+            ResultRow(
+                size=str(entry["size"]),
+                test_set=str(entry["test_set"]),
+                wer=wer,
+                cer=cer,
+                encoder_params=int(entry["encoder_params"]),
+                total_params=int(entry["total_params"]),
+                encoder_gflops_per_sec=float(entry["encoder_gflops_per_sec"]),
+            )
+        )
+    if not rows:
+        raise ValueError(f"{path}: no entries")
+    return rows
+
+
+def main(cmd: Optional[Sequence[str]] = None) -> None:
+    """Runs the scoring.
+
+    Args:
+        cmd: Command-line arguments; ``sys.argv[1:]`` if None.
+    """
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s",
+    )
+    parser = get_parser()
+    args = parser.parse_args(cmd)
+    pair_mode = any(x is not None for x in (args.ref, args.hyp, args.out))
+    summary_mode = args.summary is not None or args.results_md is not None
+    if pair_mode == summary_mode:
+        parser.error("give either --ref/--hyp [--out] or --summary/--results_md")
+    if pair_mode and (args.ref is None or args.hyp is None):
+        parser.error("--ref and --hyp go together")
+    if summary_mode and (args.summary is None or args.results_md is None):
+        parser.error("--summary and --results_md go together")
+    try:
+        if pair_mode:
+            wer, cer = score_files(args.ref, args.hyp)
+            if args.out is not None:
+                write_result(args.out, args.ref, args.hyp, wer, cer)
+            print(format_result(args.ref, args.hyp, wer, cer), end="")
+        else:
+            rows = score_summary(args.summary)
+            write_results_md(rows, args.results_md)
+            print(results_table(rows))
+    except (OSError, ValueError) as error:
+        sys.exit(f"score: {error}")
+
+
+if __name__ == "__main__":
+    main()

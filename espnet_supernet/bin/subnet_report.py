@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Write each named subnet's mask, parameter count and encoder FLOPs as JSON.
+
+Usage:
+    python -m espnet_supernet.bin.subnet_report --asr_train_config exp/asr/config.yaml \\
+        --asr_model_file exp/asr/valid.loss.ave.pth --output exp/asr/subnets.json \\
+        [--seconds 10]
+
+Counting conventions: see :mod:`espnet_supernet.nets.subnet_cost`. ``total_params`` counts
+the whole model as the subnet uses it (its encoder modules, its own CTC head, the decoder).
+"""
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+
+from espnet_supernet.nets.subnet_cost import subnet_flops_per_second, subnet_params
+from espnet_supernet.nets.switchable_linear import SwitchableLinear
+from espnet_supernet.tasks.asr import SupernetASRTask
+
+
+def _numel(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def subnet_report(model: torch.nn.Module, seconds: float = 10.0) -> Dict[str, dict]:
+    """``{name: {mask, num_modules, encoder_params, total_params, encoder_gflops_per_sec}}``."""
+    encoder = model.encoder
+    unused_heads = 0
+    lo = getattr(getattr(model, "ctc", None), "ctc_lo", None)
+    if isinstance(lo, SwitchableLinear):
+        unused_heads = _numel(lo) - _numel(lo.heads[0])
+    rest = _numel(model) - _numel(encoder) - unused_heads
+    report = {}
+    for name in model.subnet_names:
+        mask = encoder.subnet_mask(name)
+        enc = subnet_params(encoder, mask)
+        report[name] = {
+            "mask": mask,
+            "num_modules": sum(mask),
+            "encoder_params": enc,
+            "total_params": enc + rest,
+            "encoder_gflops_per_sec": subnet_flops_per_second(encoder, mask, seconds) / 1e9,
+        }
+    return report
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """Command-line parser."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--asr_train_config", type=Path, required=True)
+    parser.add_argument("--asr_model_file", type=Path, default=None)
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="utterance length for the FLOPs count")
+    return parser
+
+
+def main(cmd: Optional[List[str]] = None) -> None:
+    """Load the model and write the report."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = get_parser().parse_args(cmd)
+    model, _ = SupernetASRTask.build_model_from_file(
+        args.asr_train_config, args.asr_model_file, "cpu"
+    )
+    report = subnet_report(model, args.seconds)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    for name, row in report.items():
+        logging.info("subnet %s: %d modules, %.2fM encoder params, %.2f GFLOPs/s", name,
+                     row["num_modules"], row["encoder_params"] / 1e6,
+                     row["encoder_gflops_per_sec"])
+
+
+if __name__ == "__main__":
+    main()
