@@ -350,16 +350,15 @@ def results_table(rows: Sequence[ResultRow]) -> str:
     )
     lines = [
         "| size | test set | enc params | total params | enc GFLOPs/s "
-        "| WER | S | D | I | CER |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| WER | S | D | I | words | CER |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in ordered:
         lines.append(
             f"| {r.size} | {r.test_set} | {_count(r.encoder_params)} "
             f"| {_count(r.total_params)} | {r.encoder_gflops_per_sec:.2f} "
-            f"| {r.wer.error_rate:.2f} | {r.wer.percent(r.wer.sub):.2f} "
-            f"| {r.wer.percent(r.wer.dele):.2f} | {r.wer.percent(r.wer.ins):.2f} "
-            f"| {r.cer.error_rate:.2f} |"
+            f"| {r.wer.error_rate:.2f} | {r.wer.sub} | {r.wer.dele} | {r.wer.ins} "
+            f"| {r.wer.n_ref} | {r.cer.error_rate:.2f} |"
         )
     return "\n".join(lines)
 
@@ -382,9 +381,10 @@ def write_results_md(rows: Sequence[ResultRow], path: str) -> None:
             environment_line(),
             "",
             "## Supernet sizes",
-            "WER, S (substitutions), D (deletions), I (insertions) and CER in % "
-            "of the reference words (characters for CER); enc GFLOPs/s: encoder "
-            "GFLOPs per second of audio.",
+            "WER and CER in %; S, D, I: substituted, deleted and inserted words "
+            "(counts) out of `words` reference words; enc GFLOPs/s: encoder GFLOPs "
+            "per second of audio (measured on a 10 s utterance); params: see "
+            "`subnets.json`.",
             "",
             results_table(rows),
             "",

@@ -20,7 +20,9 @@ the exit status in ``<logdir>/q/done.<pid>.<job>`` (so the log directory must
 be on a file system the nodes share). slurm.pl polls for those files and
 ``squeue`` until the job has left the queue, then exits 0 if every job
 succeeded, else 1 after printing ``slurm.pl: K / N failed, log is in <log>``.
-Slurm's own output goes to ``<logdir>/q/<name>.<jobid>_<task>.out``.
+Slurm's own output goes to ``<logdir>/q/<name>.<jobid>_<task>.out``
+(``<name>.<jobid>.out`` for a plain job). Needs Python >= 3.9 on the
+submitting host only; the batch script is plain bash.
 
 slurm.pl never runs ``srun`` itself. It strips the ``SLURM_*`` variables
 (except SLURM_CONF) from the environment sbatch sees, so that a call from

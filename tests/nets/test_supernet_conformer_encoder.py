@@ -1,0 +1,174 @@
+"""SupernetConformerEncoder: stock compatibility, subnet switching, skipped modules."""
+
+import random
+
+import pytest
+import torch
+from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
+from torch.utils.flop_counter import FlopCounterMode
+
+from conftest import TINY_ENCODER
+from espnet_supernet.nets.subnet_cost import module_params, subnet_params
+from espnet_supernet.nets.supernet_conformer_encoder import SupernetConformerEncoder
+
+POS_VARIANTS = {
+    "latest_rel": dict(rel_pos_type="latest", pos_enc_layer_type="rel_pos",
+                       selfattention_layer_type="rel_selfattn"),
+    "legacy_rel": dict(rel_pos_type="legacy", pos_enc_layer_type="rel_pos",
+                       selfattention_layer_type="rel_selfattn"),
+    "abs_pos": dict(pos_enc_layer_type="abs_pos", selfattention_layer_type="selfattn"),
+}
+
+
+def _pair(**overrides):
+    torch.manual_seed(1)
+    kw = {**TINY_ENCODER, **overrides}
+    stock = ConformerEncoder(**kw).eval()
+    supernet = SupernetConformerEncoder(**kw, subnet_sizes=[4, 8, 12]).eval()
+    supernet.load_state_dict(stock.state_dict(), strict=True)
+    return stock, supernet
+
+
+@pytest.mark.parametrize("variant", sorted(POS_VARIANTS))
+@pytest.mark.parametrize("normalize_before", [True, False])
+def test_all_modules_on_equals_stock(variant, normalize_before, feats):
+    stock, supernet = _pair(**POS_VARIANTS[variant], normalize_before=normalize_before)
+    # Give BatchNorm non-trivial statistics so that a wrong slot would show.
+    for layer in stock.encoders:
+        layer.conv_module.norm.running_mean.uniform_(-1, 1)
+        layer.conv_module.norm.running_var.uniform_(0.5, 2)
+    supernet.load_state_dict(stock.state_dict(), strict=True)
+    supernet.set_subnet(None)
+    with torch.no_grad():
+        ref, ref_lens, _ = stock(*feats)
+        out, lens, _ = supernet(*feats)
+    assert out.shape == ref.shape == (2, 14, 16)
+    assert torch.equal(lens, ref_lens)
+    assert (out - ref).abs().max().item() <= 1e-5
+
+
+def test_stock_state_dict_loads_strict_and_keeps_supernet_state():
+    stock, supernet = _pair()
+    keys = set(supernet.state_dict())
+    assert set(stock.state_dict()) < keys  # the same names, plus supernet state
+    extra = keys - set(stock.state_dict())
+    assert "subnet_mask_table" in extra
+    assert all(k == "subnet_mask_table" or "slot_running" in k for k in extra)
+    assert supernet.subnet_mask("4") == [0] * 8 + [1] * 4
+
+
+def test_checkpoint_with_other_subnet_count_is_rejected():
+    _, supernet = _pair()
+    other = SupernetConformerEncoder(**TINY_ENCODER, subnet_sizes=[4, 12])
+    with pytest.raises(RuntimeError, match="use the config the checkpoint was trained with"):
+        other.load_state_dict(supernet.state_dict())
+
+
+def test_named_sizes_layers_rule_and_order():
+    enc = SupernetConformerEncoder(**TINY_ENCODER, subnet_sizes=[12, 4, 8])
+    assert enc.subnet_names == ["4", "8", "12"]
+    assert enc.subnet_mask("8") == [0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1]
+    assert enc.subnet_mask("12") == [1] * 12
+
+
+def test_explicit_masks_and_modules_rule():
+    enc = SupernetConformerEncoder(
+        **TINY_ENCODER, subnet_sizes=[3], subnet_rule="modules",
+        subnet_masks={"convs": [0, 0, 1, 0] * 3},
+    )
+    assert enc.subnet_names == ["3", "convs"]
+    assert enc.subnet_mask("3") == [0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1]
+    assert enc.subnet_mask("convs") == [0, 0, 1, 0] * 3
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(subnet_sizes=[5]), "multiple of 4"),
+    (dict(subnet_sizes=[16]), "outside the supernet"),
+    (dict(subnet_masks={"x": [1, 0]}), "expected 12"),
+    (dict(interctc_layer_idx=[1]), "does not support interctc_layer_idx"),
+    (dict(macaron_style=False), "macaron_style=false"),
+    (dict(bn_stats="global"), "bn_stats must be one of"),
+])
+def test_invalid_configs_are_rejected(bad, match):
+    kw = {**TINY_ENCODER, **bad}
+    with pytest.raises(ValueError, match=match):
+        SupernetConformerEncoder(**kw)
+
+
+def test_set_subnet_validates_and_unknown_name_lists_valid():
+    _, enc = _pair()
+    with pytest.raises(ValueError, match="expected 12"):
+        enc.set_subnet([1] * 11)
+    with pytest.raises(ValueError, match="0 or 1"):
+        enc.set_subnet([2] * 12)
+    with pytest.raises(KeyError, match="4, 8, 12"):
+        enc.set_named_subnet("7")
+
+
+def _count_calls(enc):
+    calls = {}
+    for i, layer in enumerate(enc.encoders):
+        for j, mod in enumerate([layer.feed_forward_macaron, layer.self_attn,
+                                 layer.conv_module, layer.feed_forward]):
+            mod.register_forward_hook(
+                lambda *a, key=4 * i + j: calls.__setitem__(key, calls.get(key, 0) + 1))
+    return calls
+
+
+def test_masked_modules_are_never_called_and_cost_no_flops(feats):
+    _, enc = _pair()
+    calls = _count_calls(enc)
+    rng = random.Random(0)
+    mask = [rng.randint(0, 1) for _ in range(12)]
+    mask[5] = 1
+    enc.set_subnet(mask)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        enc(*feats)
+    assert sorted(calls) == [i for i, keep in enumerate(mask) if keep]
+    flops_sub = counter.get_total_flops()
+    enc.set_subnet(None)
+    counter_full = FlopCounterMode(display=False)
+    with torch.no_grad(), counter_full:
+        enc(*feats)
+    assert flops_sub < counter_full.get_total_flops()
+    # Dropping one more module removes exactly its FLOPs: nothing else is computed.
+    less = list(mask)
+    less[5] = 0
+    enc.set_subnet(less)
+    c1 = FlopCounterMode(display=False)
+    with torch.no_grad(), c1:
+        enc(*feats)
+    only_5 = [0] * 12
+    only_5[5] = 1
+    enc.set_subnet(only_5)
+    c2 = FlopCounterMode(display=False)
+    with torch.no_grad(), c2:
+        enc(*feats)
+    front = FlopCounterMode(display=False)
+    with torch.no_grad(), front:
+        enc.forward_frontend(*feats)
+    assert c1.get_total_flops() + c2.get_total_flops() - front.get_total_flops() == flops_sub
+
+
+def test_soft_gates_scale_module_outputs_and_pass_gradients(feats):
+    _, enc = _pair()
+    front = enc.forward_frontend(*feats)
+    gates = [torch.tensor(0.5, requires_grad=True) for _ in range(12)]
+    out, _ = enc.forward_subnet(front, gates=gates)
+    out.sum().backward()
+    assert all(g.grad is not None and g.grad.abs() > 0 for g in gates)
+    zero, _ = enc.forward_subnet(front, gates=[0] * 12)
+    skipped, _ = enc.forward_subnet(front, gates=[torch.tensor(0.0)] * 12)
+    assert torch.allclose(zero, skipped, atol=1e-6)
+
+
+def test_param_counts_add_up():
+    _, enc = _pair()
+    fixed, per_module = module_params(enc)
+    total = sum(p.numel() for p in enc.parameters())
+    assert fixed + sum(per_module) == total
+    assert subnet_params(enc, [1] * 12) == total
+    assert subnet_params(enc, enc.subnet_mask("4")) == fixed + sum(per_module[8:])
+    # macaron FFN and FFN have the same size; conv and MHSA differ from them
+    assert per_module[0] == per_module[3]
