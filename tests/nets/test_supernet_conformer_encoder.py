@@ -7,7 +7,7 @@ import torch
 from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 from torch.utils.flop_counter import FlopCounterMode
 
-from conftest import TINY_ENCODER
+from tiny_encoder import TINY_ENCODER
 from espnet_supernet.nets.subnet_cost import module_params, subnet_params
 from espnet_supernet.nets.supernet_conformer_encoder import SupernetConformerEncoder
 

@@ -5,7 +5,7 @@ import torch
 from espnet2.asr.ctc import CTC
 from espnet2.asr.decoder.transformer_decoder import TransformerDecoder
 
-from conftest import TINY_ENCODER
+from tiny_encoder import TINY_ENCODER
 from espnet_supernet.nets.supernet_conformer_encoder import SupernetConformerEncoder
 from espnet_supernet.nets.switchable_linear import SwitchableLinear
 from espnet_supernet.train.supernet_asr_model import SupernetASRModel
