@@ -13,12 +13,14 @@ All output files hold the same utterances, sorted in C locale (byte) order.
 """
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import soundfile
+
+from espnet_supernet.data.kaldi_dir import c_sorted, read_table, write_table
 
 logger = logging.getLogger(__name__)
 
@@ -88,33 +90,6 @@ def probe_audio(path: str) -> AudioProbe:
     return AudioProbe(info.samplerate, info.channels, len(data))
 
 
-def read_table(path: Path) -> dict[str, str]:
-    """Reads a two-column Kaldi table (``key value...``); a missing value reads as ``""``.
-
-    Args:
-        path: Table file.
-
-    Returns:
-        ``{key: value}``.
-    """
-    table = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        fields = line.split(maxsplit=1)
-        if fields:
-            table[fields[0]] = fields[1].strip() if len(fields) == 2 else ""
-    return table
-
-
-def _c_sorted(keys: Iterable[str]) -> list[str]:
-    """Sorts strings in C locale (byte) order."""
-    return sorted(keys, key=lambda key: key.encode("utf-8"))
-
-
-def _write_table(path: Path, table: Mapping[str, object]) -> None:
-    """Writes a two-column Kaldi table sorted by key in C locale order."""
-    path.write_text("".join(f"{key} {table[key]}\n" for key in _c_sorted(table)), encoding="utf-8")
-
-
 def _probe_all(paths: Sequence[str], nj: int) -> list[AudioProbe]:
     """Probes audio files, in ``nj`` processes if ``nj > 1``."""
     if nj <= 1:
@@ -156,11 +131,11 @@ def format_data_dir(
     wavs, texts, utt2spk = tables["wav.scp"], tables["text"], tables["utt2spk"]
     all_ids = set(wavs) | set(texts) | set(utt2spk)
     complete = set(wavs) & set(texts) & set(utt2spk)
-    for utt_id in _c_sorted(all_ids - complete):
+    for utt_id in c_sorted(all_ids - complete):
         missing = [name for name, table in tables.items() if utt_id not in table]
         logger.warning("Skipping %s: missing from %s in %s.", utt_id, ", ".join(missing), data_dir)
 
-    utt_ids = _c_sorted(complete)
+    utt_ids = c_sorted(complete)
     probes = _probe_all([wavs[utt_id] for utt_id in utt_ids], nj)
     num_samples = {}
     unreadable = too_short = too_long = 0
@@ -183,13 +158,13 @@ def format_data_dir(
     outdir.mkdir(parents=True, exist_ok=True)
     kept_utt2spk = {utt_id: utt2spk[utt_id] for utt_id in num_samples}
     spk2utt: dict[str, list[str]] = {}
-    for utt_id in _c_sorted(kept_utt2spk):
+    for utt_id in c_sorted(kept_utt2spk):
         spk2utt.setdefault(kept_utt2spk[utt_id], []).append(utt_id)
-    _write_table(outdir / "wav.scp", {utt_id: wavs[utt_id] for utt_id in num_samples})
-    _write_table(outdir / "text", {utt_id: texts[utt_id] for utt_id in num_samples})
-    _write_table(outdir / "utt2spk", kept_utt2spk)
-    _write_table(outdir / "spk2utt", {spk: " ".join(utts) for spk, utts in spk2utt.items()})
-    _write_table(outdir / "utt2num_samples", num_samples)
+    write_table(outdir / "wav.scp", {utt_id: wavs[utt_id] for utt_id in num_samples})
+    write_table(outdir / "text", {utt_id: texts[utt_id] for utt_id in num_samples})
+    write_table(outdir / "utt2spk", kept_utt2spk)
+    write_table(outdir / "spk2utt", {spk: " ".join(utts) for spk, utts in spk2utt.items()})
+    write_table(outdir / "utt2num_samples", num_samples)
     (outdir / "feats_type").write_text("raw\n", encoding="utf-8")
 
     summary = FormatSummary(

@@ -11,11 +11,13 @@ names it, and a count summary follows. Everything else is written.
 """
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+from espnet_supernet.data.kaldi_dir import c_sorted, write_table
 
 
 class CorpusNotFoundError(FileNotFoundError):
@@ -91,16 +93,6 @@ def _read_transcripts(part_dir: Path) -> tuple[dict[str, str], set[str]]:
     return texts, empty
 
 
-def _c_sorted(keys: Iterable[str]) -> list[str]:
-    """Sorts strings in C locale (byte) order."""
-    return sorted(keys, key=lambda key: key.encode("utf-8"))
-
-
-def _write_table(path: Path, table: Mapping[str, str]) -> None:
-    """Writes a two-column Kaldi table sorted by key in C locale order."""
-    path.write_text("".join(f"{key} {table[key]}\n" for key in _c_sorted(table)), encoding="utf-8")
-
-
 def prepare_part(part_dir: Path, data_dir: Path) -> PartSummary:
     """Writes the Kaldi-style data directory of one LibriSpeech part.
 
@@ -115,10 +107,10 @@ def prepare_part(part_dir: Path, data_dir: Path) -> PartSummary:
     """
     texts, empty = _read_transcripts(part_dir)
     flacs = {path.stem: path.resolve() for path in part_dir.glob("*/*/*.flac")}
-    no_transcript = _c_sorted(set(flacs) - set(texts) - empty)
+    no_transcript = c_sorted(set(flacs) - set(texts) - empty)
     for utt_id in no_transcript:
         logger.warning("Skipping %s: no transcript line for it.", flacs[utt_id])
-    no_audio = _c_sorted(set(texts) - set(flacs))
+    no_audio = c_sorted(set(texts) - set(flacs))
     for utt_id in no_audio:
         logger.warning("Skipping %s: transcript line without flac file in %s.", utt_id, part_dir)
     utt_ids = set(flacs) & set(texts)
@@ -127,12 +119,12 @@ def prepare_part(part_dir: Path, data_dir: Path) -> PartSummary:
         data_dir.mkdir(parents=True, exist_ok=True)
         utt2spk = {utt_id: utt_id.split("-", 1)[0] for utt_id in utt_ids}
         spk2utt: dict[str, list[str]] = {}
-        for utt_id in _c_sorted(utt_ids):
+        for utt_id in c_sorted(utt_ids):
             spk2utt.setdefault(utt2spk[utt_id], []).append(utt_id)
-        _write_table(data_dir / "wav.scp", {utt_id: str(flacs[utt_id]) for utt_id in utt_ids})
-        _write_table(data_dir / "text", {utt_id: texts[utt_id] for utt_id in utt_ids})
-        _write_table(data_dir / "utt2spk", utt2spk)
-        _write_table(data_dir / "spk2utt", {spk: " ".join(utts) for spk, utts in spk2utt.items()})
+        write_table(data_dir / "wav.scp", {utt_id: str(flacs[utt_id]) for utt_id in utt_ids})
+        write_table(data_dir / "text", {utt_id: texts[utt_id] for utt_id in utt_ids})
+        write_table(data_dir / "utt2spk", utt2spk)
+        write_table(data_dir / "spk2utt", {spk: " ".join(utts) for spk, utts in spk2utt.items()})
     summary = PartSummary(
         part=part_dir.name,
         data_dir=data_dir,

@@ -11,7 +11,6 @@ The class extends ESPnet's ``ConformerEncoder`` and keeps its parameter names
 ``strict=True`` and a subnet of whole blocks exports as a stock encoder.
 """
 
-import logging
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch

@@ -11,7 +11,6 @@ import random
 from typing import Dict, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 from typeguard import typechecked
