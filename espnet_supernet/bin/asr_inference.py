@@ -80,8 +80,11 @@ def main(cmd=None):
     kwargs = vars(get_parser().parse_args(cmd))
     kwargs.pop("config", None)
     subnet = kwargs.pop("subnet")
-    with subnet_model_loading(subnet):
-        stock.inference(**kwargs)
+    try:
+        with subnet_model_loading(subnet):
+            stock.inference(**kwargs)
+    except ValueError as e:  # unknown subnet, or not a supernet
+        sys.exit(f"asr_inference: {e}")
 
 
 if __name__ == "__main__":

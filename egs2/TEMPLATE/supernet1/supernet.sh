@@ -79,6 +79,7 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
       --nj $nj --min_duration $min_duration --max_duration $max_duration
   done
   for dset in $test_sets; do
+    case " $train_set $valid_set " in *" $dset "*) continue ;; esac  # already filtered
     rm -rf $dumpdir/raw/$dset; cp -r $dumpdir/raw/org/$dset $dumpdir/raw/$dset
   done
 fi

@@ -1,0 +1,178 @@
+"""Fixtures for the end-to-end tests of the LibriSpeech supernet recipe.
+
+The recipe never runs in the repository itself (a demo run may be using its data/,
+dump/, exp/ and downloads/ directories): every test runs ``run.sh`` in a copy of
+``egs2/`` under a temporary directory, laid out like the repository so that
+``path.sh`` finds the virtual environment at ``../../../.venv``:
+
+    <tmp>/repo/.venv -> <repository>/.venv
+    <tmp>/repo/egs2/TEMPLATE/supernet1/          (supernet.sh, utils/, conf/)
+    <tmp>/repo/egs2/librispeech/supernet/        (run.sh, ...; supernet.sh and utils are
+                                                  relative links into TEMPLATE)
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Optional, Sequence
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE_REL = Path("egs2/librispeech/supernet")
+TEMPLATE_REL = Path("egs2/TEMPLATE/supernet1")
+VENV = REPO / ".venv"
+# Run outputs (possibly being written by a run in the repository): never copied.
+RUN_OUTPUTS = {"data", "dump", "exp", "downloads", "RESULTS.md", "__pycache__"}
+
+TINY_CORPUS_OPTS = (
+    "--num_train_utts", "40", "--num_dev_utts", "10", "--num_test_utts", "10",
+    "--num_train_speakers", "4", "--num_dev_speakers", "2", "--num_test_speakers", "2",
+)  # fmt: skip
+
+
+def python_exe() -> str:
+    """The project's Python (the one path.sh activates), else the running one."""
+    exe = VENV / "bin" / "python"
+    return str(exe) if exe.exists() else sys.executable
+
+
+@dataclass
+class RecipeRun:
+    """A finished command run in a recipe copy.
+
+    Attributes:
+        returncode: Exit status.
+        output: stdout and stderr, interleaved.
+        log: File holding ``output`` (and the command line on its first line).
+        seconds: Wall time.
+    """
+
+    returncode: int
+    output: str
+    log: Path
+    seconds: float
+
+    def tail(self, chars: int = 20000) -> str:
+        """The end of the output, for assertion messages."""
+        text = self.output if len(self.output) <= chars else "..." + self.output[-chars:]
+        return f"--- {self.log} (exit {self.returncode}, {self.seconds:.0f} s) ---\n{text}"
+
+
+def _copy_recipe(root: Path) -> Path:
+    """Copies the recipe and its template into ``root/repo`` and returns the recipe dir."""
+    repo = root / "repo"
+    shutil.copytree(REPO / TEMPLATE_REL, repo / TEMPLATE_REL, symlinks=True)
+    src = REPO / RECIPE_REL
+
+    def ignore(directory: str, names: Sequence[str]) -> Sequence[str]:
+        if Path(directory) == src:
+            return [name for name in names if name in RUN_OUTPUTS]
+        return [name for name in names if name == "__pycache__"]
+
+    shutil.copytree(src, repo / RECIPE_REL, symlinks=True, ignore=ignore)
+    os.symlink(VENV, repo / ".venv")
+    recipe = repo / RECIPE_REL
+    for link in ("supernet.sh", "utils"):
+        target = (recipe / link).resolve()
+        assert target.is_relative_to(repo), f"{recipe / link} escapes the copy: {target}"
+    return recipe
+
+
+@pytest.fixture(scope="session")
+def recipe_copy(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Returns ``make(name="recipe") -> Path``: a fresh copy of the recipe directory.
+
+    Each call copies into a new temporary directory and returns the copy of
+    ``egs2/librispeech/supernet`` (without data/, dump/, exp/, downloads/).
+    """
+
+    def make(name: str = "recipe") -> Path:
+        return _copy_recipe(tmp_path_factory.mktemp(name))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny embedded corpus (40/10/10 utterances), made once per session.
+
+    Returns:
+        The directory that contains ``LibriSpeech/`` (what LIBRISPEECH names).
+    """
+    outdir = tmp_path_factory.mktemp("tiny_corpus") / "corpus"
+    result = subprocess.run(
+        [python_exe(), "-m", "espnet_supernet.bin.make_embedded_corpus",
+         "--outdir", str(outdir), *TINY_CORPUS_OPTS],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, f"make_embedded_corpus failed:\n{result.stderr}"
+    assert (outdir / "LibriSpeech" / "train-clean-100").is_dir(), result.stderr
+    return outdir
+
+
+def run_in(
+    cwd: Path,
+    argv: Sequence[str],
+    log: Path,
+    env: Optional[Dict[str, str]] = None,
+    timeout: float = 1200,
+) -> RecipeRun:
+    """Runs ``argv`` in ``cwd`` with stdout+stderr going to ``log``.
+
+    Args:
+        cwd: Working directory (a recipe copy).
+        argv: Command.
+        log: Output file (overwritten); its first line is the command.
+        env: Variables added to (or replacing) the environment.
+        timeout: Seconds before the command is killed.
+
+    Returns:
+        The finished run; the output is printed too, so pytest shows it on failure.
+    """
+    full_env = {**os.environ, "cmd_backend": "local", **(env or {})}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with open(log, "w", encoding="utf-8") as f:
+        f.write("# " + " ".join(argv) + "\n")
+        f.flush()
+        try:
+            proc = subprocess.run(
+                list(argv), cwd=cwd, env=full_env, stdout=f, stderr=subprocess.STDOUT,
+                timeout=timeout, check=False,
+            )  # fmt: skip
+            returncode = proc.returncode
+        except subprocess.TimeoutExpired:
+            returncode = -9
+    seconds = time.monotonic() - start
+    output = log.read_text(encoding="utf-8", errors="replace")
+    if returncode == -9:
+        output += f"\n[test] killed after {timeout} s\n"
+    run = RecipeRun(returncode, output, log, seconds)
+    print(run.tail())
+    return run
+
+
+@pytest.fixture(scope="session")
+def run_recipe() -> Callable[..., RecipeRun]:
+    """Returns ``run(recipe_dir, *args, corpus=None, log_name="run.log", timeout=1200)``.
+
+    Runs ``./run.sh *args`` in the recipe copy with ``LIBRISPEECH=corpus`` (if given),
+    writing the output to ``<recipe_dir>/<log_name>``.
+    """
+
+    def run(
+        recipe: Path,
+        *args: str,
+        corpus: Optional[Path] = None,
+        log_name: str = "run.log",
+        timeout: float = 1200,
+    ) -> RecipeRun:
+        env = {} if corpus is None else {"LIBRISPEECH": str(corpus)}
+        return run_in(recipe, ["./run.sh", *args], recipe / log_name, env=env, timeout=timeout)
+
+    return run

@@ -1,0 +1,322 @@
+"""End to end: stages 1-13 of the LibriSpeech supernet recipe on a tiny corpus.
+
+One training run (module fixture ``trained``) in a copy of the recipe: a 2-block
+supernet with sizes 4 and 8, two epochs, CTC greedy decoding of every size on
+dev_clean and test_clean. The later tests reuse the trained copy: resuming stage 11,
+decoding an unknown size, and decoding one size only. About 2-3 minutes on 2 cores.
+"""
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+import yaml
+
+TRAIN_SET, VALID_SET = "train_clean_100", "dev_clean"
+TEST_SETS = ("dev_clean", "test_clean")
+ALL_SETS = (TRAIN_SET, "dev_clean", "test_clean")
+ASR_EXP = "exp/asr_train_supernet_conformer_tiny"
+INF_TAG = "decode_ctc_greedy"
+SIZES = ("4", "8")
+FS = 16000
+MIN_DURATION, MAX_DURATION = 0.1, 20  # supernet.sh defaults, also passed by run.sh
+# Smoke-test training and decoding configs (sizes 4 and 8, two epochs, CTC greedy).
+TINY_ARGS = (
+    "--asr_config", "conf/tuning/train_supernet_conformer_tiny.yaml",
+    "--nbpe", "50",
+    "--inference_config", f"conf/{INF_TAG}.yaml",
+)  # fmt: skip
+
+
+@dataclass
+class Trained:
+    """The trained recipe copy.
+
+    Attributes:
+        recipe: The recipe directory.
+        corpus: LIBRISPEECH of the run.
+        run: The stages 1-13 run.
+        train_log: train.log as the training wrote it (later runs overwrite it).
+    """
+
+    recipe: Path
+    corpus: Path
+    run: Any  # conftest.RecipeRun
+    train_log: str
+
+    @property
+    def exp(self) -> Path:
+        return self.recipe / ASR_EXP
+
+
+@pytest.fixture(scope="module")
+def trained(recipe_copy, tiny_corpus, run_recipe) -> Trained:
+    recipe = recipe_copy("e2e")
+    run = run_recipe(recipe, *TINY_ARGS, corpus=tiny_corpus, log_name="run_1-13.log")
+    if run.returncode != 0:
+        pytest.fail(f"./run.sh (stages 1-13) failed\n{run.tail()}")
+    train_log = recipe / ASR_EXP / "train.log"
+    assert train_log.is_file(), run.tail()
+    return Trained(recipe, tiny_corpus, run, train_log.read_text(encoding="utf-8"))
+
+
+def read_table(path: Path) -> Dict[str, str]:
+    """Reads a Kaldi table: ``{key: rest of line}``."""
+    table = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, _, value = line.partition(" ")
+        table[key] = value
+    return table
+
+
+def keys(path: Path) -> List[str]:
+    """The keys of a Kaldi table, in file order."""
+    return [line.split(maxsplit=1)[0] for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def assert_c_sorted(path: Path) -> None:
+    """The file's keys are unique and in C locale (byte) order."""
+    ks = keys(path)
+    assert ks, f"{path} is empty"
+    encoded = [k.encode("utf-8") for k in ks]
+    assert encoded == sorted(encoded), f"{path} is not sorted in C locale order"
+    assert len(set(ks)) == len(ks), f"{path} has duplicate keys"
+
+
+def parse_markdown_tables(text: str) -> List[Dict[str, str]]:
+    """Rows of every Markdown table in ``text``, as ``{header: cell}``."""
+    rows: List[Dict[str, str]] = []
+    header = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if header is None:
+            header = cells
+        elif all(re.fullmatch(r":?-+:?", cell) for cell in cells):
+            continue
+        else:
+            rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def test_exit_status(trained: Trained) -> None:
+    assert trained.run.returncode == 0, trained.run.tail()
+    assert "Successfully finished stages 1-13" in trained.run.output, trained.run.tail()
+
+
+def test_data_dirs(trained: Trained, tiny_corpus: Path) -> None:
+    parts = {TRAIN_SET: "train-clean-100", "dev_clean": "dev-clean", "test_clean": "test-clean"}
+    for dset in ALL_SETS:
+        data = trained.recipe / "data" / dset
+        for name in ("wav.scp", "text", "utt2spk", "spk2utt"):
+            assert (data / name).is_file(), f"missing {data / name}"
+            assert_c_sorted(data / name)
+        flacs = {p.stem for p in (tiny_corpus / "LibriSpeech" / parts[dset]).glob("*/*/*.flac")}
+        assert set(keys(data / "wav.scp")) == flacs
+        assert set(keys(data / "text")) == flacs
+        for utt, path in read_table(data / "wav.scp").items():
+            assert Path(path).is_file(), f"{dset}: {utt} -> {path}"
+
+
+def test_dump_dirs(trained: Trained) -> None:
+    for dset in ALL_SETS:
+        org = trained.recipe / "dump/raw/org" / dset
+        dump = trained.recipe / "dump/raw" / dset
+        assert (dump / "feats_type").read_text().strip() == "raw"
+        for name in ("wav.scp", "text", "utt2spk", "spk2utt", "utt2num_samples"):
+            assert_c_sorted(org / name)
+            assert_c_sorted(dump / name)
+        assert keys(org / "wav.scp") == keys(trained.recipe / "data" / dset / "wav.scp")
+        samples = {k: int(v) for k, v in read_table(org / "utt2num_samples").items()}
+        if dset in (TRAIN_SET, VALID_SET):
+            expected = {
+                k for k, n in samples.items() if MIN_DURATION * FS <= n <= MAX_DURATION * FS
+            }
+        else:
+            expected = set(samples)  # test sets are not filtered by duration
+        assert expected, f"{dset}: every utterance filtered out"
+        for name in ("wav.scp", "text", "utt2spk", "utt2num_samples"):
+            assert set(keys(dump / name)) == expected, f"{dump / name}"
+
+
+def test_token_list(trained: Trained) -> None:
+    token_dir = trained.recipe / "data/token_list/bpe_unigram50"
+    assert (token_dir / "bpe.model").is_file()
+    tokens = (token_dir / "tokens.txt").read_text(encoding="utf-8").splitlines()
+    assert len(tokens) == 50
+    assert tokens[:2] == ["<blank>", "<unk>"] and tokens[-1] == "<sos/eos>"
+    assert len(set(tokens)) == len(tokens)
+
+
+def test_training_outputs(trained: Trained) -> None:
+    exp = trained.exp
+    config = yaml.safe_load((exp / "config.yaml").read_text(encoding="utf-8"))
+    assert config["model"] == "supernet"
+    assert [str(s) for s in config["encoder_conf"]["subnet_sizes"]] == list(SIZES)
+    assert (exp / "valid.loss.ave.pth").exists()
+    assert (exp / "checkpoint.pth").is_file()
+    assert (exp / f"{config['max_epoch']}epoch.pth").is_file()
+
+
+def test_subnet_report(trained: Trained) -> None:
+    report = json.loads((trained.exp / "subnets.json").read_text(encoding="utf-8"))
+    assert set(SIZES) <= set(report), report.keys()
+    small, large = report["4"], report["8"]
+    assert 0 < small["encoder_params"] < large["encoder_params"]
+    assert small["total_params"] < large["total_params"]
+    assert 0 < small["encoder_gflops_per_sec"] < large["encoder_gflops_per_sec"]
+
+
+def test_decoding_every_size(trained: Trained) -> None:
+    for size in SIZES:
+        for dset in TEST_SETS:
+            hyp = trained.exp / f"{INF_TAG}_size{size}" / dset / "text"
+            assert hyp.is_file(), f"missing {hyp}"
+            lines = hyp.read_text(encoding="utf-8").splitlines()
+            ref_keys = keys(trained.recipe / "dump/raw" / dset / "text")
+            assert len(lines) == len(ref_keys), f"{hyp}: {len(lines)} lines"
+            assert keys(hyp) == ref_keys, hyp
+            assert_c_sorted(hyp)
+
+
+def test_results_md(trained: Trained) -> None:
+    sizes = list(json.loads((trained.exp / "subnets.json").read_text(encoding="utf-8")))
+    for results in (trained.recipe / "RESULTS.md", trained.exp / "RESULTS.md"):
+        text = results.read_text(encoding="utf-8")
+        rows = parse_markdown_tables(text)
+        assert rows, f"no table in {results}:\n{text}"
+        assert {"size", "test set", "WER"} <= set(rows[0]), f"header: {list(rows[0])}"
+        wer = {(row.get("size"), row.get("test set")): row.get("WER") for row in rows}
+        for size in sizes:
+            for dset in TEST_SETS:
+                assert (size, dset) in wer, f"no row for size {size} on {dset}:\n{text}"
+                assert re.fullmatch(r"\d+(\.\d+)?", wer[size, dset]), wer[size, dset]
+                assert float(wer[size, dset]) >= 0
+
+
+def test_train_log_stats(trained: Trained) -> None:
+    results = re.findall(r"(\d+)epoch results: (.*)", trained.train_log)
+    assert results, "no epoch results in train.log"
+    max_epoch = yaml.safe_load((trained.exp / "config.yaml").read_text())["max_epoch"]
+    assert [int(epoch) for epoch, _ in results] == list(range(1, max_epoch + 1))
+    for _, line in results:
+        train, _, valid = line.partition("[valid]")
+        for stat in ("loss_max", "loss_min"):
+            assert re.search(rf"\b{stat}=[-\d.e+]+", train), f"no train {stat}: {line}"
+        for stat in ("loss_4", "loss_8", "cer_ctc_4"):
+            assert re.search(rf"\b{stat}=[-\d.e+]+", valid), f"no valid {stat}: {line}"
+
+
+def test_resume_stage11(trained: Trained, run_recipe) -> None:
+    run = run_recipe(
+        trained.recipe, *TINY_ARGS, "--stage", "11", "--stop_stage", "11",
+        corpus=trained.corpus, log_name="run_resume.log",
+    )  # fmt: skip
+    assert run.returncode == 0, run.tail()
+    log = (trained.exp / "train.log").read_text(encoding="utf-8")
+    max_epoch = yaml.safe_load((trained.exp / "config.yaml").read_text())["max_epoch"]
+    assert re.search(r"resumed using \S*checkpoint\.pth", log), f"no resume message:\n{log}"
+    assert "epoch started" not in log, f"an epoch was trained again:\n{log}"
+    assert f"{max_epoch + 1}epoch results" not in log, log
+    assert "epoch results" not in log, log
+    assert (trained.exp / "valid.loss.ave.pth").exists()
+
+
+def test_unknown_subnet_is_rejected(trained: Trained) -> None:
+    cmd = (
+        ". ./path.sh && python -m espnet_supernet.bin.asr_inference --subnet 5 --ngpu 0"
+        " --batch_size 1"
+        " --data_path_and_name_and_type dump/raw/test_clean/wav.scp,speech,sound"
+        f" --asr_train_config {ASR_EXP}/config.yaml"
+        f" --asr_model_file {ASR_EXP}/valid.loss.ave.pth"
+        f" --output_dir {ASR_EXP}/decode_unknown_size5"
+        " --config conf/decode_ctc_greedy.yaml"
+    )
+    result = subprocess.run(
+        ["bash", "-c", cmd], cwd=trained.recipe, capture_output=True, text=True,
+        timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0, result.stderr[-5000:]
+    # e.g. "ValueError: unknown subnet '5'; valid names: 4, 8"
+    named = [line for line in result.stderr.splitlines() if re.search(r"\b4, 8\b", line)]
+    assert any("5" in line for line in named), result.stderr[-5000:]
+    assert not (trained.exp / "decode_unknown_size5/1best_recog/text").exists()
+
+
+def test_decode_one_size(trained: Trained, run_recipe) -> None:
+    """``--subnets 4`` decodes size 4 only (on one test set, to save time)."""
+    hyps = {
+        (size, dset): trained.exp / f"{INF_TAG}_size{size}" / dset / "text"
+        for size in SIZES
+        for dset in TEST_SETS
+    }
+    before = {key: path.stat().st_mtime_ns for key, path in hyps.items()}
+    run = run_recipe(
+        trained.recipe, *TINY_ARGS, "--stage", "12", "--stop_stage", "12",
+        "--subnets", "4", "--test_sets", "test_clean",
+        corpus=trained.corpus, log_name="run_decode4.log",
+    )  # fmt: skip
+    assert run.returncode == 0, run.tail()
+    decoded = re.findall(r"decoding size (\S+) on (\S+)", run.output)
+    assert decoded == [("4", "test_clean")], run.tail()
+    for (size, dset), path in hyps.items():
+        if (size, dset) == ("4", "test_clean"):
+            assert path.stat().st_mtime_ns > before[size, dset], f"{path} was not rewritten"
+            assert keys(path) == keys(trained.recipe / "dump/raw" / dset / "text")
+        else:
+            assert path.stat().st_mtime_ns == before[size, dset], f"{path} was rewritten"
+
+
+def _dev_batch(recipe: Path, token_list: List[str]):
+    """All dev utterances as one padded batch: speech (B, L), text ids (B, U)."""
+    import sentencepiece as spm
+    import soundfile
+    import torch
+
+    sp = spm.SentencePieceProcessor(
+        model_file=str(recipe / "data/token_list/bpe_unigram50/bpe.model"))
+    ids = {tok: i for i, tok in enumerate(token_list)}
+    wavs = read_table(recipe / "dump/raw/dev_clean/wav.scp")
+    texts = read_table(recipe / "dump/raw/dev_clean/text")
+    speech = [torch.tensor(soundfile.read(wavs[u], dtype="float32")[0]) for u in wavs]
+    tokens = [torch.tensor([ids.get(p, 1) for p in sp.encode(texts[u], out_type=str)])
+              for u in wavs]
+    pad = torch.nn.utils.rnn.pad_sequence
+    return dict(
+        speech=pad(speech, batch_first=True),
+        speech_lengths=torch.tensor([len(s) for s in speech]),
+        text=pad(tokens, batch_first=True, padding_value=-1),
+        text_lengths=torch.tensor([len(t) for t in tokens]),
+    )
+
+
+def test_per_size_batch_norm_statistics_beat_shared(trained: Trained, monkeypatch) -> None:
+    """The smallest size evaluated with its own BatchNorm statistics differs from, and
+    has a lower dev loss than, the same size with the statistics shared by all sizes."""
+    import torch
+
+    from espnet_supernet.tasks.asr import SupernetASRTask
+
+    monkeypatch.chdir(trained.recipe)  # config.yaml holds recipe-relative paths
+    model, args = SupernetASRTask.build_model_from_file(
+        trained.exp / "config.yaml", trained.exp / "valid.loss.ave.pth", "cpu")
+    model.eval()
+    batch = _dev_batch(trained.recipe, list(args.token_list))
+    small = model.subnet_names[0]
+    losses, outputs = {}, {}
+    for mode in ("per_size", "shared"):
+        model.encoder.bn_stats = mode
+        with torch.no_grad():
+            _, stats, _ = model(**{k: v.clone() for k, v in batch.items()})
+            model.set_subnet(small)
+            outputs[mode] = model.encode(batch["speech"], batch["speech_lengths"])[0]
+        losses[mode] = float(stats[f"loss_{small}"])
+    assert (outputs["per_size"] - outputs["shared"]).abs().max() > 1e-3
+    assert losses["per_size"] < losses["shared"], losses
