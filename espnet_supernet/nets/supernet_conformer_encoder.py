@@ -166,7 +166,15 @@ class SupernetConformerEncoder(ConformerEncoder):
             layer.conv_module.norm = SwitchableBatchNorm1d.from_batch_norm(
                 layer.conv_module.norm, len(self.subnet_names)
             )
+        # The front end is a fixed cost of every subnet: in-place ReLUs (same maths)
+        # save one pass over its largest activations.
+        for module in self.embed.modules():
+            if isinstance(module, torch.nn.ReLU):
+                module.inplace = True
         self._register_load_state_dict_pre_hook(self._keep_table_if_missing)
+        self.register_load_state_dict_post_hook(lambda module, keys: module._after_load())
+        self._mask_rows: List[List[int]] = []
+        self._cache_rows()
         self._active_mask: List[int] = [1] * num_modules(num_blocks)
         self._active_slot: Optional[int] = None
         self.set_subnet(None)
@@ -183,8 +191,11 @@ class SupernetConformerEncoder(ConformerEncoder):
             raise KeyError(
                 f"unknown subnet {name!r}; this supernet has {', '.join(self.subnet_names)}"
             )
-        row = self.subnet_mask_table[self.subnet_names.index(name)]
-        return [int(v) for v in row.tolist()]
+        return list(self._mask_rows[self.subnet_names.index(name)])
+
+    def _cache_rows(self) -> None:
+        """Mirror ``subnet_mask_table`` as Python lists (no device sync per switch)."""
+        self._mask_rows = [[int(v) for v in row] for row in self.subnet_mask_table.tolist()]
 
     def set_subnet_masks(self, masks: Dict[str, Sequence[float]]) -> None:
         """Overwrite the masks of existing named subnets (used by selection methods)."""
@@ -192,6 +203,7 @@ class SupernetConformerEncoder(ConformerEncoder):
             self.subnet_mask(name)  # raises on an unknown name
             row = check_mask(mask, self.num_modules)
             self.subnet_mask_table[self.subnet_names.index(name)] = torch.tensor(row)
+        self._cache_rows()
         self.set_subnet(self._active_mask)
 
     def set_subnet(self, mask: Optional[Sequence[float]]) -> None:
@@ -205,10 +217,8 @@ class SupernetConformerEncoder(ConformerEncoder):
         full = mask is None
         mask = [1] * self.num_modules if full else check_mask(mask, self.num_modules)
         slot = None
-        if self.bn_stats == "per_size":
-            rows = self.subnet_mask_table.tolist()
-            if mask in rows:
-                slot = rows.index(mask)
+        if self.bn_stats == "per_size" and mask in self._mask_rows:
+            slot = self._mask_rows.index(mask)
         self._active_mask, self._active_slot = mask, slot
         for layer in self.encoders:
             layer.conv_module.norm.active_slot = slot
@@ -221,6 +231,11 @@ class SupernetConformerEncoder(ConformerEncoder):
     def active_mask(self) -> List[int]:
         """The active 0/1 mask (a copy)."""
         return list(self._active_mask)
+
+    def _after_load(self) -> None:
+        """Loaded masks may differ: refresh the cache and the active BN slot."""
+        self._cache_rows()
+        self.set_subnet(self._active_mask)
 
     def _keep_table_if_missing(self, state_dict, prefix, *args) -> None:
         key = prefix + "subnet_mask_table"

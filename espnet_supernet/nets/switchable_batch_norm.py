@@ -34,6 +34,7 @@ class SwitchableBatchNorm1d(torch.nn.BatchNorm1d):
         self.register_buffer("slot_running_mean", torch.zeros(num_slots, num_features))
         self.register_buffer("slot_running_var", torch.ones(num_slots, num_features))
         self.active_slot: Optional[int] = None
+        self._calibration: Optional[list] = None
         self._register_load_state_dict_pre_hook(self._fill_missing_slots)
 
     @classmethod
@@ -60,8 +61,35 @@ class SwitchableBatchNorm1d(torch.nn.BatchNorm1d):
             return self.running_mean, self.running_var
         return self.slot_running_mean[slot], self.slot_running_var[slot]
 
+    def start_calibration(self) -> None:
+        """Collect batch statistics of the following forwards (see ``finish_calibration``).
+
+        While calibrating, the layer normalises with batch statistics, as in training.
+        """
+        self._calibration = []
+
+    def finish_calibration(self) -> bool:
+        """Set the active slot's statistics to the average of the collected batches.
+
+        Returns:
+            False (statistics unchanged) when no batch went through the layer, e.g. in a
+            module the active subnet skips.
+        """
+        collected, self._calibration = self._calibration, None
+        if not collected:
+            return False
+        mean = torch.stack([m for m, _ in collected]).mean(0)
+        var = torch.stack([v for _, v in collected]).mean(0)
+        for stats, value in zip(self.slot_statistics(self.active_slot), (mean, var)):
+            stats.copy_(value)
+        return True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise ``x`` of shape (B, C, T) with the active slot's statistics."""
+        if self._calibration is not None:
+            var, mean = torch.var_mean(x.detach(), dim=(0, 2), unbiased=True)
+            self._calibration.append((mean, var))
+            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
         slot = self.active_slot
         if slot is None:
             return super().forward(x)

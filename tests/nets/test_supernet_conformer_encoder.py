@@ -7,7 +7,7 @@ import torch
 from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 from torch.utils.flop_counter import FlopCounterMode
 
-from tiny_encoder import TINY_ENCODER
+from tiny_models import TINY_ENCODER
 from espnet_supernet.nets.subnet_cost import module_params, subnet_params
 from espnet_supernet.nets.supernet_conformer_encoder import SupernetConformerEncoder
 
@@ -172,3 +172,14 @@ def test_param_counts_add_up():
     assert subnet_params(enc, enc.subnet_mask("4")) == fixed + sum(per_module[8:])
     # macaron FFN and FFN have the same size; conv and MHSA differ from them
     assert per_module[0] == per_module[3]
+
+
+def test_learned_masks_travel_with_the_state_dict():
+    _, enc = _pair()
+    new_mask = [1, 0, 1, 0] * 3
+    enc.set_subnet_masks({"8": new_mask})
+    fresh = SupernetConformerEncoder(**TINY_ENCODER, subnet_sizes=[4, 8, 12])
+    fresh.load_state_dict(enc.state_dict(), strict=True)
+    assert fresh.subnet_mask("8") == new_mask
+    fresh.set_named_subnet("8")
+    assert fresh.encoders[0].conv_module.norm.active_slot == 1

@@ -27,6 +27,7 @@ nbpe=300; bpemode=unigram
 asr_config=""; inference_config=""
 asr_tag=""; asr_args=""
 inference_asr_model=valid.loss.ave.pth
+bn_calibration_batches=20  # re-estimate each size's BatchNorm statistics (0: off)
 inference_args=""
 subnets=""               # sizes to decode; default: every named subnet of the model
 dumpdir=dump; expdir=exp
@@ -41,6 +42,8 @@ Options (default):
   --asr_config  training config  --asr_args  extra training arguments  --asr_tag  exp name
   --inference_config  decoding config  --inference_args  extra decoding arguments
   --inference_asr_model ($inference_asr_model)
+  --bn_calibration_batches ($bn_calibration_batches)  training batches per size for
+      BatchNorm re-estimation before decoding (0: use the statistics from training)
   --subnets  space-separated sizes to decode (default: all named subnets)"
 . utils/parse_options.sh
 [ -f path.sh ] && . ./path.sh
@@ -137,7 +140,15 @@ if [ $stage -le 11 ] && [ $stop_stage -ge 11 ]; then
 fi
 
 model_file=$asr_exp/$inference_asr_model
+[ "$bn_calibration_batches" -gt 0 ] && model_file=${model_file%.pth}.bncal.pth
 if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
+  if [ "$bn_calibration_batches" -gt 0 ]; then
+    log "Stage 12: per-size BatchNorm statistics on $bn_calibration_batches batches -> $model_file"
+    $python -m espnet_supernet.bin.calibrate_batch_norm \
+      --asr_train_config $asr_exp/config.yaml --asr_model_file $asr_exp/$inference_asr_model \
+      --data_path_and_name_and_type $dumpdir/raw/$train_set/wav.scp,speech,sound \
+      --num_batches $bn_calibration_batches --output $model_file
+  fi
   log "Stage 12: per-subnet cost report and decoding of every size"
   $python -m espnet_supernet.bin.subnet_report --asr_train_config $asr_exp/config.yaml \
     --asr_model_file $model_file --output $asr_exp/subnets.json
