@@ -16,4 +16,4 @@ inference_config=conf/decode_ctc_att.yaml
 ./supernet.sh \
   --train_set "$train_set" --valid_set "$valid_set" --test_sets "$test_sets" \
   --asr_config "$asr_config" --inference_config "$inference_config" \
-  --nbpe 300 --max_duration 20 "$@"
+  --nbpe 40 --max_duration 20 "$@"
