@@ -11,7 +11,7 @@ train_set=train_clean_100
 valid_set=dev_clean
 test_sets="dev_clean test_clean"
 asr_config=conf/train_supernet_conformer_demo.yaml
-inference_config=conf/decode_ctc_att.yaml
+inference_config=conf/decode_ctc_greedy.yaml  # CPU demo; conf/decode_ctc_att.yaml on GPUs
 
 ./supernet.sh \
   --train_set "$train_set" --valid_set "$valid_set" --test_sets "$test_sets" \
