@@ -177,6 +177,7 @@ class SupernetConformerEncoder(ConformerEncoder):
         self._cache_rows()
         self._active_mask: List[int] = [1] * num_modules(num_blocks)
         self._active_slot: Optional[int] = None
+        self._size_statistics = True
         self.set_subnet(None)
 
     # ------------------------------------------------------------------ subnets
@@ -217,11 +218,24 @@ class SupernetConformerEncoder(ConformerEncoder):
         full = mask is None
         mask = [1] * self.num_modules if full else check_mask(mask, self.num_modules)
         slot = None
-        if self.bn_stats == "per_size" and mask in self._mask_rows:
+        if self.bn_stats == "per_size" and self._size_statistics and mask in self._mask_rows:
             slot = self._mask_rows.index(mask)
         self._active_mask, self._active_slot = mask, slot
         for layer in self.encoders:
             layer.conv_module.norm.active_slot = slot
+
+    def use_size_statistics(self, enabled: bool) -> None:
+        """Whether named subnets use their own BatchNorm statistics (``bn_stats:
+        per_size``) or the shared ones, e.g. while a selection method moves the masks."""
+        self._size_statistics = enabled
+        self.set_subnet(self._active_mask)
+
+    def reset_size_statistics(self) -> None:
+        """Start every named subnet's BatchNorm statistics from the shared ones."""
+        for layer in self.encoders:
+            norm = layer.conv_module.norm
+            if isinstance(norm, SwitchableBatchNorm1d):
+                norm.reset_slots()
 
     def set_named_subnet(self, name: str) -> None:
         """Activate the named subnet (see ``subnet_names``)."""

@@ -44,8 +44,7 @@ class SwitchableBatchNorm1d(torch.nn.BatchNorm1d):
         """Copy of ``bn`` with every slot initialised to its statistics."""
         new = cls(bn.num_features, num_slots, eps=bn.eps, momentum=bn.momentum)
         new.load_state_dict(bn.state_dict(), strict=False)
-        new.slot_running_mean.copy_(bn.running_mean.expand(num_slots, -1))
-        new.slot_running_var.copy_(bn.running_var.expand(num_slots, -1))
+        new.reset_slots()
         return new.to(bn.weight.device)
 
     def _fill_missing_slots(self, state_dict, prefix, *args) -> None:
@@ -54,6 +53,12 @@ class SwitchableBatchNorm1d(torch.nn.BatchNorm1d):
             if key not in state_dict and src in state_dict:
                 slots = getattr(self, f"slot_running_{name}")
                 state_dict[key] = state_dict[src].expand_as(slots).clone()
+
+    @torch.no_grad()
+    def reset_slots(self) -> None:
+        """Set every slot's statistics to the shared ones."""
+        self.slot_running_mean.copy_(self.running_mean.expand_as(self.slot_running_mean))
+        self.slot_running_var.copy_(self.running_var.expand_as(self.slot_running_var))
 
     def slot_statistics(self, slot: Optional[int]) -> "tuple[torch.Tensor, torch.Tensor]":
         """(mean, var) used at eval time for ``slot`` (``None`` = shared), shapes (C,)."""

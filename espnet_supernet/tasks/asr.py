@@ -3,8 +3,15 @@
 Importing this module inserts the package's encoders and models into the module-level
 ``ClassChoices`` of ``espnet2.tasks.asr`` (ESPnet has no plugin mechanism), so that
 ``--encoder supernet_conformer`` / ``--model supernet`` work in ``ASRTask`` and in DDP
-workers, which re-import this module. ``SupernetASRTask`` is the task the entry points use.
+workers, which re-import this module. ``SupernetASRTask`` is the task the entry points use:
+it adds the ``selection`` choice (how the named subnets' masks are chosen), gives learned
+module scores their own optimizer group and trains with ``SupernetTrainer``.
 """
+
+import argparse
+from typing import List
+
+import torch
 
 from espnet_supernet.espnet_import import import_quietly
 
@@ -12,11 +19,20 @@ espnet_asr = import_quietly("espnet2.tasks.asr")
 
 from espnet2.asr.encoder.abs_encoder import AbsEncoder  # noqa: E402
 from espnet2.asr.espnet_model import ESPnetASRModel  # noqa: E402
+from espnet2.tasks.abs_task import optim_classes  # noqa: E402
+from espnet2.train.class_choices import ClassChoices  # noqa: E402
 
 from espnet_supernet.nets.supernet_conformer_encoder import (  # noqa: E402
     SupernetConformerEncoder,
 )
+from espnet_supernet.selection.abs_selection import AbsSelection  # noqa: E402
+from espnet_supernet.selection.iterative_zero_out import (  # noqa: E402
+    IterativeZeroOutSelection,
+)
+from espnet_supernet.selection.simple_topk import SimpleTopKSelection  # noqa: E402
+from espnet_supernet.selection.static import StaticSelection  # noqa: E402
 from espnet_supernet.train.supernet_asr_model import SupernetASRModel  # noqa: E402
+from espnet_supernet.train.supernet_trainer import SupernetTrainer  # noqa: E402
 
 ENCODERS = {"supernet_conformer": SupernetConformerEncoder}
 MODELS = {"supernet": SupernetASRModel}
@@ -33,5 +49,57 @@ _register(espnet_asr.encoder_choices, ENCODERS, AbsEncoder)
 _register(espnet_asr.model_choices, MODELS, ESPnetASRModel)
 
 
+selection_choices = ClassChoices(
+    name="selection",
+    classes=dict(
+        static=StaticSelection,
+        simple_topk=SimpleTopKSelection,
+        iterative_zero_out=IterativeZeroOutSelection,
+    ),
+    type_check=AbsSelection,
+    default="static",
+)
+
+
 class SupernetASRTask(espnet_asr.ASRTask):
-    """ESPnet's ASR task with the supernet classes registered."""
+    """ESPnet's ASR task with the supernet classes and ``--selection`` choices."""
+
+    class_choices_list = espnet_asr.ASRTask.class_choices_list + [selection_choices]
+    trainer = SupernetTrainer
+
+    @classmethod
+    def build_model(cls, args: argparse.Namespace) -> ESPnetASRModel:
+        """ESPnet's model, plus the selection method for a ``supernet`` model."""
+        model = super().build_model(args)
+        name = getattr(args, "selection", None) or "static"
+        selection_class = selection_choices.get_class(name)
+        if isinstance(model, SupernetASRModel):
+            masks = {n: model.encoder.subnet_mask(n) for n in model.subnet_names}
+            conf = getattr(args, "selection_conf", None) or {}
+            model.set_selection(selection_class(masks, **conf),
+                                output_dir=getattr(args, "output_dir", None))
+        elif name != "static":
+            raise ValueError(f"selection: {name} needs model: supernet")
+        return model
+
+    @classmethod
+    def build_optimizers(
+        cls, args: argparse.Namespace, model: torch.nn.Module
+    ) -> List[torch.optim.Optimizer]:
+        """One optimizer; learned module scores get their own lr / weight-decay group."""
+        selection = getattr(model, "selection", None)
+        scores = [] if selection is None else list(selection.parameters())
+        if not scores:
+            return super().build_optimizers(args, model)
+        if args.sharded_ddp or args.exclude_weight_decay:
+            raise ValueError("learned selection supports neither sharded_ddp nor "
+                             "exclude_weight_decay")
+        optim_class = optim_classes.get(args.optim)
+        if optim_class is None:
+            raise ValueError(f"must be one of {list(optim_classes)}: {args.optim}")
+        score_ids = {id(p) for p in scores}
+        group = {"params": scores, "weight_decay": selection.score_weight_decay}
+        if selection.score_lr is not None:
+            group["lr"] = selection.score_lr
+        rest = [p for p in model.parameters() if id(p) not in score_ids]
+        return [optim_class([{"params": rest}, group], **args.optim_conf)]

@@ -5,19 +5,31 @@ subnet, the smallest and ``num_random`` sampled middle sizes on them and adds th
 with fixed weights (Dynamic Encoder Size, Xu et al. 2024: 1.0 max, 0.3 min, 0.3 random; the
 sandwich rule of Yu & Huang 2019). Optionally the non-largest subnets also learn from the
 largest one's detached CTC posteriors (in-place knowledge distillation).
+
+With a learned selection method (``selection: simple_topk`` ...) training starts with the
+method's step 1: each step trains the whole supernet (weight 1) and the method's scored
+subnet (weight ``subnet_weight``, plus the method's regulariser); when step 1 ends the named
+sizes' masks are frozen from the scores, ``selection.yaml`` and a heatmap are written to the
+experiment dir, and the sandwich rule takes over (Dynamic Encoder Size, Xu et al. 2024).
 """
 
+import logging
 import random
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 from typeguard import typechecked
 
+from espnet_supernet.nets.supernet_conformer_encoder import Gate
 from espnet_supernet.nets.switchable_linear import SwitchableLinear
+from espnet_supernet.selection.abs_selection import AbsSelection
+from espnet_supernet.selection.report import write_selection_report
 
 Stats = Dict[str, Optional[torch.Tensor]]
+# (stat slot, subnet name or None for explicit gates, gates or None, loss weight)
+PlanEntry = Tuple[str, Optional[str], Optional[Sequence[Gate]], float]
 
 
 class SupernetASRModel(ESPnetASRModel):
@@ -38,9 +50,16 @@ class SupernetASRModel(ESPnetASRModel):
             non-largest subnets (0 disables).
         sandwich_seed: seed of the middle-size sampling; with the step counter it makes
             every DDP rank sample the same subnets in the same step.
+        stochastic_depth_rate: in the largest subnet's pass, each module outside the
+            smallest subnet is skipped with this probability (its output scaled by
+            1 / (1 - p) when kept); 0.3-0.4 in Dynamic Encoder Size's step 2.
+
+    The selection method (``AbsSelection``) is attached by the task (``set_selection``);
+    without one the configured masks are used from the start.
 
     Stats: training reports ``loss``, ``loss_max``, ``loss_min``, ``loss_rand{i}`` (and
-    ``loss_kd``) by slot, the same keys on every rank; validation reports ``loss_<size>``,
+    ``loss_kd``) by slot, the same keys on every rank (in a selection's step 1:
+    ``loss_super``, ``loss_sub`` and the method's own); validation reports ``loss_<size>``,
     ``cer_ctc_<size>`` (and ``acc_<size>``, ``cer_<size>``, ``wer_<size>`` with a decoder)
     for every named size, ``loss`` being their mean and ``acc`` the largest size's.
     """
@@ -56,6 +75,7 @@ class SupernetASRModel(ESPnetASRModel):
         per_size_ctc: bool = False,
         inplace_kd_weight: float = 0.0,
         sandwich_seed: int = 0,
+        stochastic_depth_rate: float = 0.0,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -75,6 +95,11 @@ class SupernetASRModel(ESPnetASRModel):
         self.random_weight, self.num_random = random_weight, num_random
         self.inplace_kd_weight = inplace_kd_weight
         self.sandwich_seed = sandwich_seed
+        if not 0.0 <= stochastic_depth_rate < 1.0:
+            raise ValueError(f"stochastic_depth_rate must be in [0, 1), got {stochastic_depth_rate}")
+        self.stochastic_depth_rate = stochastic_depth_rate
+        self.selection: Optional[AbsSelection] = None
+        self.selection_output_dir: Optional[str] = None
         if per_size_ctc:
             self.ctc.ctc_lo = SwitchableLinear(self.ctc.ctc_lo, len(self.subnet_names))
         self.register_buffer("sandwich_step", torch.zeros((), dtype=torch.long))
@@ -94,6 +119,46 @@ class SupernetASRModel(ESPnetASRModel):
             self.ctc.ctc_lo.active_slot = self.subnet_names.index(name)
         self.active_subnet = name
 
+    def set_selection(self, selection: AbsSelection, output_dir: Optional[str] = None) -> None:
+        """Attach the selection method; its report goes to ``output_dir`` (rank 0)."""
+        if list(selection.sizes) != self.subnet_names:
+            raise ValueError(
+                f"selection sizes {list(selection.sizes)} differ from the encoder's named "
+                f"subnets {self.subnet_names}"
+            )
+        self.selection = selection
+        self.selection_output_dir = output_dir
+
+    def start_epoch(self, epoch: int, max_epoch: int, steps_per_epoch: int) -> None:
+        """Called by the trainer before each training epoch: fixes step 1's length."""
+        if self.selection is not None and self.selection.learned:
+            total = self.selection.plan_steps(steps_per_epoch, max_epoch)
+            phase = "selection (step 1)" if int(self.sandwich_step) < total else "sandwich"
+            logging.info(f"epoch {epoch}: {phase}; step 1 = {total} steps, now at step "
+                         f"{int(self.sandwich_step)}")
+
+    def _selecting(self, step: int) -> bool:
+        """Whether ``step`` is in the selection's step 1; freezes the masks when it ends."""
+        selection = self.selection
+        if selection is None or bool(selection.frozen):
+            return False
+        if selection.in_selection(step):
+            return True
+        self.freeze_selection()
+        return False
+
+    def freeze_selection(self) -> Dict[str, List[int]]:
+        """Fix every named size's mask from the scores; write the report (rank 0)."""
+        masks = self.selection.freeze()
+        self.encoder.set_subnet_masks(masks)
+        self.encoder.reset_size_statistics()
+        logging.info("selection frozen: " + "; ".join(
+            f"size {n}: {sum(m)} modules" for n, m in masks.items()))
+        rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+        if self.selection_output_dir is not None and rank0:
+            write_selection_report(self.selection_output_dir, self.selection, self.encoder)
+        return masks
+
     def sandwich_plan(self, step: int) -> List[Tuple[str, str, float]]:
         """(stat slot, subnet name, loss weight) triples for training step ``step``."""
         names = self.subnet_names
@@ -105,6 +170,46 @@ class SupernetASRModel(ESPnetASRModel):
         picks = rng.sample(middle, min(self.num_random, len(middle)))
         plan += [(f"rand{i}", name, self.random_weight) for i, name in enumerate(picks)]
         return plan
+
+    def stochastic_depth_gates(self, step: int) -> Optional[List[Gate]]:
+        """Gates of the largest subnet at ``step`` with stochastic depth, or None (off).
+
+        Modules of the smallest subnet always run; the others are skipped with
+        probability p (no compute) and scaled by 1 / (1 - p) when kept. Seeded by the
+        step, so every DDP rank drops the same modules.
+        """
+        p = self.stochastic_depth_rate
+        if p == 0.0 or len(self.subnet_names) < 2:
+            return None
+        largest = self.encoder.subnet_mask(self.subnet_names[-1])
+        smallest = self.encoder.subnet_mask(self.subnet_names[0])
+        rng = random.Random((self.sandwich_seed + 1) * 2_000_003 + step)
+        gates: List[Gate] = []
+        for keep, core in zip(largest, smallest):
+            if not keep or core:
+                gates.append(keep)
+            else:
+                gates.append(0 if rng.random() < p else 1.0 / (1.0 - p))
+        return gates
+
+    def training_plan(self, step: int) -> Tuple[List[PlanEntry], Optional[torch.Tensor], Stats]:
+        """The subnets of training step ``step``, the extra loss term and extra stats."""
+        if self._selecting(step):
+            gates, stats = self.selection.subnet_gates(step)
+            plan = [("super", None, None, 1.0), ("sub", None, gates, self.selection.subnet_weight)]
+            return plan, self.selection.regularizer(step), stats
+        plan = [(slot, name, None, weight) for slot, name, weight in self.sandwich_plan(step)]
+        depth_gates = self.stochastic_depth_gates(step)
+        if depth_gates is not None:
+            plan[0] = (plan[0][0], plan[0][1], depth_gates, plan[0][3])
+        return plan, None, {}
+
+    def validation_plan(self) -> List[PlanEntry]:
+        """Every named size, equally weighted (in step 1 with the current top-k masks)."""
+        if self.selection is not None and not bool(self.selection.frozen):
+            self.encoder.set_subnet_masks(self.selection.masks())
+        weight = 1.0 / len(self.subnet_names)
+        return [(n, n, None, weight) for n in self.subnet_names]
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -128,17 +233,24 @@ class SupernetASRModel(ESPnetASRModel):
         text = text[:, : text_lengths.max()]
         front = self.encoder.forward_frontend(*self._features(speech, speech_lengths))
         previous = self.active_subnet
+        stats: Stats = {}
+        total, extra = 0.0, None
         if self.training:
-            plan = self.sandwich_plan(int(self.sandwich_step))
+            step = int(self.sandwich_step)
+            plan, extra, stats = self.training_plan(step)
             self.sandwich_step += 1
         else:
-            plan = [(n, n, 1.0 / len(self.subnet_names)) for n in self.subnet_names]
+            plan = self.validation_plan()
+        selecting = self.selection is not None and not bool(self.selection.frozen)
+        # In step 1 the named masks still move: every pass uses the shared BN statistics.
+        self.encoder.use_size_statistics(not selecting)
 
-        stats: Stats = {}
-        total, teacher, kd_total = 0.0, None, 0.0
-        for slot, name, weight in plan:
+        teacher, kd_total = None, 0.0
+        for slot, name, gates, weight in plan:
             self.set_subnet(name)
-            enc_out, enc_lens = self.encoder.forward_subnet(front)
+            if name is None:  # step 1: every module (or the given gates); largest's head
+                self.encoder.set_subnet(None)
+            enc_out, enc_lens = self.encoder.forward_subnet(front, gates)
             if self.postencoder is not None:
                 enc_out, enc_lens = self.postencoder(enc_out, enc_lens)
             loss, sub_stats = self._subnet_loss(enc_out, enc_lens, text, text_lengths)
@@ -155,6 +267,11 @@ class SupernetASRModel(ESPnetASRModel):
             if not self.training:
                 stats.update({f"{k}_{name}": v for k, v in sub_stats.items()})
         self.set_subnet(previous)
+        if extra is not None:
+            total = total + extra
+            stats["loss_selection"] = extra.detach()
+        if self.training and selecting:
+            self.selection.after_step(step)
 
         if not self.training:
             stats["acc"] = stats.get(f"acc_{self.subnet_names[-1]}")

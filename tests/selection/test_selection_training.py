@@ -1,0 +1,93 @@
+"""Learned selection inside SupernetASRModel: step 1, freezing, report, step 2."""
+
+import pytest
+import torch
+import yaml
+
+from tiny_models import VOCAB, make_model
+from espnet_supernet.selection.iterative_zero_out import IterativeZeroOutSelection
+from espnet_supernet.selection.simple_topk import SimpleTopKSelection
+
+SIZES = (4, 8, 12)  # M = 12 (3 blocks)
+
+
+def _batch(feats):
+    xs, lens = feats
+    text = torch.randint(1, VOCAB - 1, (2, 5), generator=torch.Generator().manual_seed(1))
+    return dict(speech=xs, speech_lengths=lens, text=text, text_lengths=torch.tensor([5, 4]))
+
+
+def _train(model, feats, steps):
+    optim = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.train()
+    stats = []
+    for _ in range(steps):
+        optim.zero_grad()
+        loss, st, _ = model(**_batch(feats))
+        loss.backward()
+        optim.step()
+        stats.append(st)
+    return stats
+
+
+@pytest.mark.parametrize("method", [SimpleTopKSelection, IterativeZeroOutSelection])
+def test_selection_learns_freezes_reports_and_decodes_learned_masks(method, feats, tmp_path):
+    model = make_model(sizes=SIZES, stochastic_depth_rate=0.3)
+    masks = {n: model.encoder.subnet_mask(n) for n in model.subnet_names}
+    model.set_selection(method(masks, selection_steps=4), output_dir=str(tmp_path))
+    before = model.selection.score.detach().clone()
+    stats = _train(model, feats, 4)
+    assert {"loss_super", "loss_sub", "loss_selection"} <= set(stats[0]) or (
+        method is SimpleTopKSelection and {"loss_super", "loss_sub"} <= set(stats[0]))
+    assert not bool(model.selection.frozen)
+    assert not torch.equal(model.selection.score.detach(), before)  # scores learned
+
+    stats = _train(model, feats, 1)  # step 4: the masks freeze, then the sandwich
+    assert bool(model.selection.frozen)
+    assert {"loss_max", "loss_min", "loss_rand0"} <= set(stats[0])
+    learned = model.selection.masks()
+    assert [sum(learned[n]) for n in model.subnet_names] == list(SIZES)
+    for small, big in zip(model.subnet_names, model.subnet_names[1:]):  # nested
+        assert all(b >= s for s, b in zip(learned[small], learned[big]))
+    assert {n: model.encoder.subnet_mask(n) for n in model.subnet_names} == learned
+
+    report = yaml.safe_load((tmp_path / "selection.yaml").read_text())
+    assert report["sizes"]["4"]["mask"] == learned["4"]
+    assert report["sizes"]["4"]["encoder_params"] < report["sizes"]["12"]["encoder_params"]
+    assert len(report["scores"]) == 12
+    assert (tmp_path / "selection.png").stat().st_size > 1000
+
+    # scores stay put in step 2; decoding the size uses its learned mask
+    frozen_scores = model.selection.score.detach().clone()
+    _train(model, feats, 1)
+    model.eval()
+    model.set_subnet("4")
+    assert model.encoder.active_mask == learned["4"]
+    assert torch.equal(frozen_scores, model.selection.score.detach()) or \
+        model.selection.score.grad is None or model.selection.score.grad.abs().sum() == 0
+
+
+def test_masks_survive_a_state_dict_round_trip(feats):
+    model = make_model(sizes=SIZES)
+    masks = {n: model.encoder.subnet_mask(n) for n in model.subnet_names}
+    model.set_selection(SimpleTopKSelection(masks, selection_steps=2))
+    _train(model, feats, 3)
+    fresh = make_model(sizes=SIZES)
+    fresh.set_selection(SimpleTopKSelection(masks, selection_steps=2))
+    fresh.load_state_dict(model.state_dict())
+    assert bool(fresh.selection.frozen) and int(fresh.sandwich_step) == 3
+    for name in model.subnet_names:
+        assert fresh.encoder.subnet_mask(name) == model.encoder.subnet_mask(name)
+
+
+def test_stochastic_depth_drops_only_modules_outside_the_smallest(feats):
+    model = make_model(sizes=SIZES, stochastic_depth_rate=0.5)
+    small = model.encoder.subnet_mask("4")
+    dropped = set()
+    for step in range(40):
+        gates = model.stochastic_depth_gates(step)
+        assert all(g == 1 for g, keep in zip(gates, small) if keep)
+        assert all(g in (0, 2.0) for g, keep in zip(gates, small) if not keep)
+        dropped |= {j for j, g in enumerate(gates) if g == 0}
+    assert dropped == {j for j, keep in enumerate(small) if not keep}
+    assert make_model(sizes=SIZES).stochastic_depth_gates(0) is None
