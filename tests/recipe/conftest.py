@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
 import pytest
+from e2e_run import ASR_EXP, TINY_ARGS, Trained
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE_REL = Path("egs2/librispeech/supernet")
@@ -176,3 +177,14 @@ def run_recipe() -> Callable[..., RecipeRun]:
         return run_in(recipe, ["./run.sh", *args], recipe / log_name, env=env, timeout=timeout)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def trained(recipe_copy, tiny_corpus, run_recipe) -> Trained:
+    recipe = recipe_copy("e2e")
+    run = run_recipe(recipe, *TINY_ARGS, corpus=tiny_corpus, log_name="run_1-13.log")
+    if run.returncode != 0:
+        pytest.fail(f"./run.sh (stages 1-13) failed\n{run.tail()}")
+    train_log = recipe / ASR_EXP / "train.log"
+    assert train_log.is_file(), run.tail()
+    return Trained(recipe, tiny_corpus, run, train_log.read_text(encoding="utf-8"))

@@ -1,6 +1,6 @@
 """End to end: stages 1-13 of the LibriSpeech supernet recipe on a tiny corpus.
 
-One training run (module fixture ``trained``) in a copy of the recipe: a 2-block
+One training run (session fixture ``trained``, in conftest.py) in a copy of the recipe: a 2-block
 supernet with sizes 4 and 8, two epochs, CTC greedy decoding of every size on
 dev_clean and test_clean. The later tests reuse the trained copy: resuming stage 11,
 decoding an unknown size, and decoding one size only. About 2-3 minutes on 2 cores.
@@ -10,59 +10,26 @@ import json
 import math
 import re
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Dict, List
 
 import pytest
 import yaml
 
-TRAIN_SET, VALID_SET = "train_clean_100", "dev_clean"
-TEST_SETS = ("dev_clean", "test_clean")
-ALL_SETS = (TRAIN_SET, "dev_clean", "test_clean")
-ASR_EXP = "exp/asr_train_supernet_conformer_tiny"
-INF_TAG = "decode_ctc_greedy"
-SIZES = ("4", "8")
-FS = 16000
-MIN_DURATION, MAX_DURATION = 0.1, 20  # supernet.sh defaults, also passed by run.sh
-# Smoke-test training and decoding configs (sizes 4 and 8, two epochs, CTC greedy).
-TINY_ARGS = (
-    "--asr_config", "conf/tuning/train_supernet_conformer_tiny.yaml",
-    "--nbpe", "50",
-    "--inference_config", f"conf/{INF_TAG}.yaml",
-)  # fmt: skip
-
-
-@dataclass
-class Trained:
-    """The trained recipe copy.
-
-    Attributes:
-        recipe: The recipe directory.
-        corpus: LIBRISPEECH of the run.
-        run: The stages 1-13 run.
-        train_log: train.log as the training wrote it (later runs overwrite it).
-    """
-
-    recipe: Path
-    corpus: Path
-    run: Any  # conftest.RecipeRun
-    train_log: str
-
-    @property
-    def exp(self) -> Path:
-        return self.recipe / ASR_EXP
-
-
-@pytest.fixture(scope="module")
-def trained(recipe_copy, tiny_corpus, run_recipe) -> Trained:
-    recipe = recipe_copy("e2e")
-    run = run_recipe(recipe, *TINY_ARGS, corpus=tiny_corpus, log_name="run_1-13.log")
-    if run.returncode != 0:
-        pytest.fail(f"./run.sh (stages 1-13) failed\n{run.tail()}")
-    train_log = recipe / ASR_EXP / "train.log"
-    assert train_log.is_file(), run.tail()
-    return Trained(recipe, tiny_corpus, run, train_log.read_text(encoding="utf-8"))
+from e2e_run import (  # noqa: E402
+    TRAIN_SET,
+    VALID_SET,
+    TEST_SETS,
+    ALL_SETS,
+    ASR_EXP,
+    INF_TAG,
+    SIZES,
+    FS,
+    MIN_DURATION,
+    MAX_DURATION,
+    TINY_ARGS,
+    Trained,
+)
 
 
 def read_table(path: Path) -> Dict[str, str]:
@@ -154,6 +121,17 @@ def test_token_list(trained: Trained) -> None:
     assert len(tokens) == 50
     assert tokens[:2] == ["<blank>", "<unk>"] and tokens[-1] == "<sos/eos>"
     assert len(set(tokens)) == len(tokens)
+
+
+def test_char_token_list(trained: Trained, run_recipe) -> None:
+    run = run_recipe(trained.recipe, *TINY_ARGS, "--token_type", "char", "--stage", "5",
+                     "--stop_stage", "5", log_name="run_char_tokens.log")
+    assert run.returncode == 0, run.tail()
+    tokens = (trained.recipe / "data/token_list/char/tokens.txt").read_text().splitlines()
+    assert tokens[:3] == ["<blank>", "<unk>", "<space>"] and tokens[-1] == "<sos/eos>"
+    text = (trained.recipe / "dump/raw" / TRAIN_SET / "text").read_text()
+    chars = {c for line in text.splitlines() for c in line.split(" ", 1)[1] if c != " "}
+    assert set(tokens[3:-1]) == chars
 
 
 def test_training_outputs(trained: Trained) -> None:

@@ -25,6 +25,7 @@ def test_train_help_lists_registered_names_without_nltk_noise():
         capture_output=True, text=True, check=True,
     )
     assert "supernet_conformer" in out.stdout and "supernet}" in out.stdout
+    assert "{static,simple_topk,iterative_zero_out}" in out.stdout
     assert "nltk_data" not in out.stderr
 
 
@@ -34,3 +35,14 @@ def test_inference_help_has_subnet_option():
         capture_output=True, text=True, check=True,
     )
     assert "--subnet" in out.stdout
+
+
+def test_unknown_selection_fails_listing_the_valid_names(capsys):
+    import pytest
+
+    from espnet_supernet.tasks.asr import SupernetASRTask
+
+    with pytest.raises(SystemExit):
+        SupernetASRTask.get_parser().parse_args(["--selection", "random_pick"])
+    err = capsys.readouterr().err
+    assert "random_pick" in err and "simple_topk" in err and "iterative_zero_out" in err

@@ -3,7 +3,7 @@
 # Stage numbers follow ESPnet's asr.sh. Kaldi-free: needs only the pip packages.
 #
 #   1  data prep (local/data.sh)            3  format + check audio   4  filter by duration
-#   5  BPE model + token list               10 collect stats          11 supernet training
+#   5  token list (BPE model or chars)      10 collect stats          11 supernet training
 #   12 decoding, every size x test set      13 scoring -> RESULTS.md (WER/CER, params, FLOPs)
 set -euo pipefail
 log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*"; }
@@ -23,6 +23,7 @@ python=python3
 train_set=""; valid_set=""; test_sets=""
 local_data_opts=""
 min_duration=0.1; max_duration=20
+token_type=bpe           # bpe or char
 nbpe=300; bpemode=unigram
 asr_config=""; inference_config=""
 asr_tag=""; asr_args=""
@@ -38,7 +39,8 @@ Options (default):
   --nj ($nj) --inference_nj ($inference_nj) --ngpu ($ngpu) --num_nodes ($num_nodes)
   --local_data_opts  passed to local/data.sh
   --min_duration ($min_duration) --max_duration ($max_duration)  seconds, train/valid only
-  --nbpe ($nbpe) --bpemode ($bpemode)
+  --token_type ($token_type)  bpe (sentencepiece) or char
+  --nbpe ($nbpe) --bpemode ($bpemode)  for --token_type bpe
   --asr_config  training config  --asr_args  extra training arguments  --asr_tag  exp name
   --inference_config  decoding config  --inference_args  extra decoding arguments
   --inference_asr_model ($inference_asr_model)
@@ -53,14 +55,19 @@ for v in train_set valid_set test_sets asr_config; do
   [ -n "${!v}" ] || { log "Error: --$v is required"; echo "$help_message"; exit 2; }
 done
 
-token_listdir=data/token_list/bpe_${bpemode}${nbpe}
+case $token_type in
+  bpe) token_listdir=data/token_list/bpe_${bpemode}${nbpe}; token_tag=bpe${nbpe} ;;
+  char) token_listdir=data/token_list/char; token_tag=char ;;
+  *) log "Error: --token_type must be bpe or char, got '$token_type'"; exit 2 ;;
+esac
 bpemodel=${token_listdir}/bpe.model
 token_list=${token_listdir}/tokens.txt
 [ -n "$asr_tag" ] || asr_tag=$(basename "${asr_config%.*}")
 asr_exp=${expdir}/asr_${asr_tag}
-asr_stats_dir=${expdir}/asr_stats_bpe${nbpe}
-data_opts=(--use_preprocessor true --token_type bpe --bpemodel "$bpemodel"
-           --token_list "$token_list" --cleaner none --g2p none)
+asr_stats_dir=${expdir}/asr_stats_${token_tag}
+data_opts=(--use_preprocessor true --token_type $token_type --token_list "$token_list"
+           --cleaner none --g2p none)
+[ $token_type = bpe ] && data_opts+=(--bpemodel "$bpemodel")
 
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "Stage 1: data preparation (local/data.sh ${local_data_opts})"
@@ -88,10 +95,18 @@ if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
 fi
 
 if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
-  log "Stage 5: BPE ($bpemode, $nbpe units) and token list -> $token_listdir"
-  $python -m espnet_supernet.bin.train_bpe --text $dumpdir/raw/$train_set/text \
-    --model_prefix ${token_listdir}/bpe --vocab_size $nbpe --model_type $bpemode \
-    --token_list "$token_list"
+  if [ $token_type = bpe ]; then
+    log "Stage 5: BPE ($bpemode, $nbpe units) and token list -> $token_listdir"
+    $python -m espnet_supernet.bin.train_bpe --text $dumpdir/raw/$train_set/text \
+      --model_prefix ${token_listdir}/bpe --vocab_size $nbpe --model_type $bpemode \
+      --token_list "$token_list"
+  else
+    log "Stage 5: character token list -> $token_list"
+    mkdir -p $token_listdir
+    $python -m espnet2.bin.tokenize_text --token_type char --field 2- \
+      --input $dumpdir/raw/$train_set/text --output "$token_list" --write_vocabulary true \
+      --add_symbol '<blank>:0' --add_symbol '<unk>:1' --add_symbol '<sos/eos>:-1'
+  fi
 fi
 
 if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
@@ -114,7 +129,7 @@ if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
     $(for n in $(seq $_nj); do echo --input_dir $logdir/stats.$n; done)
   for s in train valid; do
     awk -v N="$(wc -l < $token_list)" '{ print $0 "," N }' \
-      $asr_stats_dir/$s/text_shape > $asr_stats_dir/$s/text_shape.bpe
+      $asr_stats_dir/$s/text_shape > $asr_stats_dir/$s/text_shape.$token_type
   done
 fi
 
@@ -132,9 +147,9 @@ if [ $stage -le 11 ] && [ $stop_stage -ge 11 ]; then
       --valid_data_path_and_name_and_type $dumpdir/raw/$valid_set/wav.scp,speech,sound \
       --valid_data_path_and_name_and_type $dumpdir/raw/$valid_set/text,text,text \
       --train_shape_file $asr_stats_dir/train/speech_shape \
-      --train_shape_file $asr_stats_dir/train/text_shape.bpe \
+      --train_shape_file $asr_stats_dir/train/text_shape.$token_type \
       --valid_shape_file $asr_stats_dir/valid/speech_shape \
-      --valid_shape_file $asr_stats_dir/valid/text_shape.bpe \
+      --valid_shape_file $asr_stats_dir/valid/text_shape.$token_type \
       --resume true --fold_length 80000 --fold_length 150 \
       --output_dir $asr_exp ${asr_args}
 fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# LibriSpeech supernet recipe: one Conformer-CTC/attention supernet, every size decoded.
+# LibriSpeech supernet recipe: one Conformer supernet, every size decoded and scored.
 #   ./run.sh                          # stages 1-13 with the CPU demo config
 #   ./run.sh --stage 10               # from collect stats on
 #   ./run.sh --asr_config conf/train_supernet_conformer_paper.yaml --ngpu 4
@@ -16,4 +16,4 @@ inference_config=conf/decode_ctc_greedy.yaml  # CPU demo; conf/decode_ctc_att.ya
 ./supernet.sh \
   --train_set "$train_set" --valid_set "$valid_set" --test_sets "$test_sets" \
   --asr_config "$asr_config" --inference_config "$inference_config" \
-  --nbpe 40 --max_duration 20 "$@"
+  --token_type char --max_duration 20 "$@"  # paper configs: --token_type bpe --nbpe 5000

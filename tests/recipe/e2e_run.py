@@ -1,0 +1,41 @@
+"""The tiny end-to-end run shared by the recipe tests (see the ``trained`` fixture)."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+TRAIN_SET, VALID_SET = "train_clean_100", "dev_clean"
+TEST_SETS = ("dev_clean", "test_clean")
+ALL_SETS = (TRAIN_SET, "dev_clean", "test_clean")
+ASR_EXP = "exp/asr_train_supernet_conformer_tiny"
+INF_TAG = "decode_ctc_greedy"
+SIZES = ("4", "8")
+FS = 16000
+MIN_DURATION, MAX_DURATION = 0.1, 20  # supernet.sh defaults, also passed by run.sh
+# Smoke-test training and decoding configs (sizes 4 and 8, two epochs, CTC greedy).
+TINY_ARGS = (
+    "--asr_config", "conf/tuning/train_supernet_conformer_tiny.yaml",
+    "--token_type", "bpe", "--nbpe", "50",
+    "--inference_config", f"conf/{INF_TAG}.yaml",
+)  # fmt: skip
+
+
+@dataclass
+class Trained:
+    """The trained recipe copy.
+
+    Attributes:
+        recipe: The recipe directory.
+        corpus: LIBRISPEECH of the run.
+        run: The stages 1-13 run.
+        train_log: train.log as the training wrote it (later runs overwrite it).
+    """
+
+    recipe: Path
+    corpus: Path
+    run: Any  # conftest.RecipeRun
+    train_log: str
+
+    @property
+    def exp(self) -> Path:
+        return self.recipe / ASR_EXP

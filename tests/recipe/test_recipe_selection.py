@@ -1,0 +1,100 @@
+"""Learned subnet selection through the recipe (stages 11-13) on the tiny corpus.
+
+Reuses the prepared copy of the ``trained`` fixture (data, BPE, statistics) and trains
+the tiny supernet with each learned selection method: one epoch of step 1, then the
+sandwich rule on the frozen masks (Simple-Top-k is also decoded and scored, on test_clean
+only, to keep the suite short). A second Simple-Top-k run is interrupted in step 1 and
+resumed across the switch; it must end with the same masks.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from e2e_run import INF_TAG, SIZES, TINY_ARGS
+
+METHODS = ("simple_topk", "iterative_zero_out")
+DECODED, DECODED_SET = "simple_topk", "test_clean"
+
+
+def selection_args(method: str, max_epoch: int) -> tuple:
+    return ("--asr_tag", f"tiny_{method}", "--asr_args",
+            f"--selection {method} --selection_conf selection_epochs=1 --max_epoch {max_epoch}")
+
+
+@pytest.fixture(scope="module")
+def selected(trained, run_recipe):
+    """{method: exp dir} after 2 epochs (1 of them step 1); simple_topk decoded too."""
+    exps = {}
+    for method in METHODS:
+        stop = "13" if method == DECODED else "11"
+        run = run_recipe(trained.recipe, *TINY_ARGS, "--stage", "11", "--stop_stage", stop,
+                         "--test_sets", DECODED_SET, *selection_args(method, 2),
+                         log_name=f"run_{method}.log")
+        assert run.returncode == 0, run.tail()
+        exps[method] = trained.recipe / "exp" / f"asr_tiny_{method}"
+    return exps
+
+
+def model_masks(model_file: Path) -> torch.Tensor:
+    return torch.load(model_file, map_location="cpu")["encoder.subnet_mask_table"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_masks_freeze_with_report_and_decode(selected, method):
+    exp = selected[method]
+    report = yaml.safe_load((exp / "selection.yaml").read_text())
+    assert list(report["sizes"]) == list(SIZES)
+    assert [report["sizes"][s]["modules"] for s in SIZES] == [4, 8]
+    small = report["sizes"]["4"]["mask"]
+    assert sum(small) == 4 and len(small) == 8
+    assert (exp / "selection.png").stat().st_size > 1000
+    log = (exp / "train.log").read_text()
+    assert "selection frozen" in log and "loss_super" in log and "loss_max" in log
+    # the learned masks are in the trained model and used for decoding
+    table = model_masks(exp / "valid.loss.best.pth")
+    assert table[0].tolist() == small
+    scores = torch.load(exp / "valid.loss.best.pth", map_location="cpu")["selection.score"]
+    init = torch.zeros(8) if method == "simple_topk" else torch.full((8,), 10.0)
+    assert (scores - init).abs().max() > 1e-2  # the scores learned
+
+
+def test_learned_sizes_are_decoded_and_scored(selected):
+    results = (selected[DECODED] / "RESULTS.md").read_text()
+    for size in SIZES:
+        assert (selected[DECODED] / f"{INF_TAG}_size{size}" / DECODED_SET / "text").is_file()
+        assert re.search(rf"\| {size} \| {DECODED_SET} \|.*\| \d+\.\d+ \|", results)
+
+
+def test_decoder_loads_the_learned_mask(selected, trained, monkeypatch):
+    from espnet_supernet.bin.asr_inference import speech2text
+
+    monkeypatch.chdir(trained.recipe)  # config.yaml paths are relative to the recipe
+    exp = selected["simple_topk"]
+    report = yaml.safe_load((exp / "selection.yaml").read_text())
+    s2t = speech2text("4", asr_train_config=str(exp / "config.yaml"),
+                      asr_model_file=str(exp / "valid.loss.best.pth"), device="cpu")
+    assert s2t.asr_model.encoder.active_mask == report["sizes"]["4"]["mask"]
+
+
+def test_resume_in_step1_and_across_the_switch_gives_the_same_masks(trained, run_recipe,
+                                                                    selected):
+    recipe = trained.recipe
+    args = ("--stage", "11", "--stop_stage", "11", "--asr_tag", "tiny_resumed")
+    common = "--selection simple_topk --selection_conf selection_epochs=1"
+    first = run_recipe(recipe, *TINY_ARGS, *args, "--asr_args", f"{common} --max_epoch 1",
+                       log_name="run_resume_1.log")
+    assert first.returncode == 0, first.tail()
+    exp = recipe / "exp" / "asr_tiny_resumed"
+    assert not (exp / "selection.yaml").exists()  # still in step 1
+    second = run_recipe(recipe, *TINY_ARGS, *args, "--asr_args", f"{common} --max_epoch 2",
+                        log_name="run_resume_2.log")
+    assert second.returncode == 0, second.tail()
+    assert "2/2epoch started" in (exp / "train.log").read_text()  # resumed, not restarted
+    resumed = yaml.safe_load((exp / "selection.yaml").read_text())
+    straight = yaml.safe_load((selected["simple_topk"] / "selection.yaml").read_text())
+    assert resumed["sizes"] == straight["sizes"]
+    assert resumed["scores"] == pytest.approx(straight["scores"], abs=1e-4)

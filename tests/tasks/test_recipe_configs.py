@@ -1,0 +1,54 @@
+"""Every recipe config builds through SupernetASRTask (selection and optimizer groups too)."""
+
+import argparse
+from pathlib import Path
+
+import pytest
+import yaml
+
+from espnet_supernet.selection.iterative_zero_out import IterativeZeroOutSelection
+from espnet_supernet.selection.simple_topk import SimpleTopKSelection
+from espnet_supernet.selection.static import StaticSelection
+from espnet_supernet.tasks.asr import SupernetASRTask
+
+CONF = Path(__file__).resolve().parents[2] / "egs2/librispeech/supernet/conf"
+CONFIGS = sorted(p.name for p in CONF.glob("train_*.yaml")) + sorted(
+    f"tuning/{p.name}" for p in (CONF / "tuning").glob("train_*.yaml"))
+METHOD = {"simple_topk": SimpleTopKSelection, "iterative_zero_out": IterativeZeroOutSelection}
+
+
+def build(config: str, tmp_path):
+    parser = SupernetASRTask.get_parser()
+    args = parser.parse_args([
+        "--config", str(CONF / config), "--token_list", str(tmp_path / "tokens.txt"),
+        "--output_dir", str(tmp_path / "exp"), "--normalize", "none",
+    ])  # fmt: skip
+    (tmp_path / "tokens.txt").write_text("\n".join(["<blank>", "<unk>", "a", "b", "<sos/eos>"]))
+    args.token_list = ["<blank>", "<unk>", "a", "b", "<sos/eos>"]
+    return args, SupernetASRTask.build_model(args)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_config_builds_with_its_selection(config, tmp_path):
+    args, model = build(config, tmp_path)
+    method = yaml.safe_load((CONF / config).read_text()).get("selection", "static")
+    assert type(model.selection) is METHOD.get(method, StaticSelection)
+    assert list(model.selection.sizes) == model.subnet_names
+    optimizers = SupernetASRTask.build_optimizers(args, model)
+    groups = optimizers[0].param_groups
+    if method == "static":
+        assert len(groups) == 1
+    else:
+        assert len(groups) == 2 and groups[1]["params"] == [model.selection.score]
+        assert groups[1]["lr"] == args.selection_conf["score_lr"]
+        n_model = sum(p.numel() for p in model.parameters())
+        assert sum(p.numel() for g in groups for p in g["params"]) == n_model
+
+
+def test_selection_needs_a_supernet_model(tmp_path):
+    with pytest.raises(ValueError, match="needs model: supernet"):
+        SupernetASRTask.build_model(argparse.Namespace(
+            **{**vars(build("tuning/train_supernet_conformer_tiny.yaml", tmp_path)[0]),
+               "model": "espnet", "encoder": "conformer",
+               "encoder_conf": {"output_size": 32}, "model_conf": {"ctc_weight": 0.5},
+               "selection": "simple_topk"}))
