@@ -4,8 +4,8 @@ Usage:
     python -m espnet_supernet.bin.score --ref data/test_clean/text \\
         --hyp exp/asr_x/decode_16/test_clean/text \\
         [--out exp/asr_x/decode_16/test_clean/score]
-    python -m espnet_supernet.bin.score --summary exp/asr_x/score_entries.jsonl \\
-        --results_md exp/asr_x/RESULTS.md
+    python -m espnet_supernet.bin.score --summary exp/asr_x/score_summary.jsonl \\
+        [--summary exp/asr_y/score_summary.jsonl ...] --results_md RESULTS.md
 
 The first form scores one hypothesis file, prints its WER/CER summary and, with
 ``--out``, writes it to ``<out>/result.txt``. The second form reads one JSON
@@ -17,7 +17,9 @@ object per line::
 
 (an optional ``"out"`` names the scoring directory, default ``<dir of hyp>/score``;
 paths are relative to the current directory), scores every entry, writes each
-``result.txt``, writes RESULTS.md to ``--results_md`` and prints its table.
+``result.txt``, writes RESULTS.md to ``--results_md`` and prints its tables. With several
+``--summary`` files (one per experiment, titled by its directory name) RESULTS.md starts
+with a table comparing their WER / CER size by size.
 Exits non-zero on an unreadable file, a malformed entry or an empty reference
 transcript (the message names the utterance).
 """
@@ -61,7 +63,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ref", help="Reference text file (one-pair mode).")
     parser.add_argument("--hyp", help="Hypothesis text file (one-pair mode).")
     parser.add_argument("--out", help="Directory for result.txt (one-pair mode).")
-    parser.add_argument("--summary", help="JSON-lines file of entries to score.")
+    parser.add_argument("--summary", action="append",
+                        help="JSON-lines file of entries to score (repeatable: one per "
+                        "experiment, compared in RESULTS.md).")
     parser.add_argument("--results_md", help="RESULTS.md to write (summary mode).")
     return parser
 
@@ -136,9 +140,15 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
                 write_result(args.out, args.ref, args.hyp, wer, cer)
             print(format_result(args.ref, args.hyp, wer, cer), end="")
         else:
-            rows = score_summary(args.summary)
-            write_results_md(rows, args.results_md)
-            print(results_table(rows))
+            sections = {}
+            for path in args.summary:
+                title = os.path.basename(os.path.dirname(os.path.abspath(path)))
+                if title in sections:
+                    parser.error(f"two --summary files from the same directory: {path}")
+                sections[title] = score_summary(path)
+            write_results_md(sections, args.results_md)
+            for title, rows in sections.items():
+                print(f"{title}\n{results_table(rows)}")
     except (OSError, ValueError) as error:
         sys.exit(f"score: {error}")
 

@@ -363,24 +363,49 @@ def results_table(rows: Sequence[ResultRow]) -> str:
     return "\n".join(lines)
 
 
-def write_results_md(rows: Sequence[ResultRow], path: str) -> None:
-    """Writes RESULTS.md: heading, environment line and the results table.
+def comparison_table(sections: Dict[str, Sequence[ResultRow]]) -> str:
+    """WER / CER of every size and test set side by side, one column per experiment."""
+    cells: Dict[Tuple[str, str], Dict[str, str]] = {}
+    for title, rows in sections.items():
+        for r in rows:
+            cells.setdefault((r.size, r.test_set), {})[title] = (
+                f"{r.wer.error_rate:.2f} / {r.cer.error_rate:.2f}"
+            )
+    titles = list(sections)
+    lines = [
+        "| size | test set | " + " | ".join(titles) + " |",
+        "|---|---|" + "---:|" * len(titles),
+    ]
+    for (size, test_set), by_title in sorted(
+        cells.items(), key=lambda kv: (size_sort_key(kv[0][0]), kv[0][1])
+    ):
+        values = " | ".join(by_title.get(t, "-") for t in titles)
+        lines.append(f"| {size} | {test_set} | {values} |")
+    return "\n".join(lines)
+
+
+def write_results_md(sections: Dict[str, Sequence[ResultRow]], path: str) -> None:
+    """Writes RESULTS.md: environment, a comparison (several experiments), one table each.
 
     Args:
-        rows: The results, one per size and test set.
+        sections: ``{experiment title: rows}``, rows one per size and test set.
         path: The output file (its directory is created).
     """
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, exist_ok=True)
-    text = "\n".join(
-        [
-            "# RESULTS",
+    parts = ["# RESULTS", "", "## Environments", environment_line(), ""]
+    if len(sections) > 1:
+        parts += [
+            "## Comparison",
+            "WER / CER in % of every size, one column per experiment.",
             "",
-            "## Environments",
-            environment_line(),
+            comparison_table(sections),
             "",
-            "## Supernet sizes",
+        ]
+    for title, rows in sections.items():
+        parts += [
+            f"## {title}",
             "WER and CER in %; S, D, I: substituted, deleted and inserted words "
             "(counts) out of `words` reference words; enc GFLOPs/s: encoder GFLOPs "
             "per second of audio (measured on a 10 s utterance); params: see "
@@ -389,6 +414,5 @@ def write_results_md(rows: Sequence[ResultRow], path: str) -> None:
             results_table(rows),
             "",
         ]
-    )
     with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+        f.write("\n".join(parts))

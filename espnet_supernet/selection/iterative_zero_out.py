@@ -24,8 +24,8 @@ class IterativeZeroOutSelection(AbsSelection):
     """Iterative-Zero-Out: sigmoid gates, sparsity loss, lowest modules zeroed per iteration.
 
     Args:
-        masks, selection_steps, selection_epochs, selection_fraction, subnet_weight,
-        score_lr, score_weight_decay: see :class:`AbsSelection`.
+        masks, **common: see :class:`AbsSelection` (step 1's length, subnet_weight,
+            score_lr, score_weight_decay).
         num_removed: n_i, modules removed after each iteration (increasing). Default: one
             iteration per named size below the largest, removing down to it
             (e.g. M = 24, sizes {8, 16, 24}: [8, 16]).
@@ -40,19 +40,13 @@ class IterativeZeroOutSelection(AbsSelection):
     def __init__(
         self,
         masks: Dict[str, Sequence[int]],
-        selection_steps: Optional[int] = None,
-        selection_epochs: Optional[int] = None,
-        selection_fraction: Optional[float] = None,
-        subnet_weight: float = 0.3,
-        score_lr: Optional[float] = None,
-        score_weight_decay: float = 0.0,
         num_removed: Optional[Sequence[int]] = None,
         sparsity_weight: float = 5.0,
         init_score: float = 10.0,
         zero_score: float = -5.0,
+        **common,
     ):
-        super().__init__(masks, selection_steps, selection_epochs, selection_fraction,
-                         subnet_weight, score_lr, score_weight_decay)
+        super().__init__(masks, **common)
         if num_removed is None:
             num_removed = sorted(self.num_modules - k for k in set(self.sizes.values())
                                  if k < self.num_modules)

@@ -57,8 +57,8 @@ class SimpleTopKSelection(AbsSelection):
     """Simple-Top-k: straight-through top-k of learned module scores.
 
     Args:
-        masks, selection_steps, selection_epochs, selection_fraction, subnet_weight,
-        score_lr, score_weight_decay: see :class:`AbsSelection`.
+        masks, **common: see :class:`AbsSelection` (step 1's length, subnet_weight,
+            score_lr, score_weight_decay).
         k_min: smallest k of the annealing (default: the smallest named size).
         anneal_decrement: r, modules removed from k per interval.
         anneal_interval: N, steps per decrement; default: reach ``k_min`` after
@@ -71,21 +71,15 @@ class SimpleTopKSelection(AbsSelection):
     def __init__(
         self,
         masks: Dict[str, Sequence[int]],
-        selection_steps: Optional[int] = None,
-        selection_epochs: Optional[int] = None,
-        selection_fraction: Optional[float] = None,
-        subnet_weight: float = 0.3,
-        score_lr: Optional[float] = None,
-        score_weight_decay: float = 0.0,
         k_min: Optional[int] = None,
         anneal_decrement: int = 1,
         anneal_interval: Optional[int] = None,
         anneal_end: float = 0.8,
         init_std: float = 1e-3,
         temperature: float = 0.5,
+        **common,
     ):
-        super().__init__(masks, selection_steps, selection_epochs, selection_fraction,
-                         subnet_weight, score_lr, score_weight_decay)
+        super().__init__(masks, **common)
         if k_min is not None:
             if not 0 < k_min < self.num_modules:
                 raise ValueError(f"k_min must be in 1..{self.num_modules - 1}, got {k_min}")

@@ -90,7 +90,7 @@ def test_results_md_table(tmp_path: Path) -> None:
         _row("8.5", "test_clean", wer),
     ]
     path = tmp_path / "out/RESULTS.md"
-    write_results_md(rows, str(path))
+    write_results_md({"asr_x": rows}, str(path))
     lines = path.read_text().splitlines()
     assert lines[0].startswith("# ")
     env = next(line for line in lines if line.startswith("- date:"))
@@ -135,10 +135,22 @@ def test_cli_pair_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     entries.write_text(json.dumps(entry) + "\n\n" + json.dumps({**entry, "size": "2"}) + "\n")
     results_md = tmp_path / "RESULTS.md"
     main(["--summary", str(entries), "--results_md", str(results_md)])
-    printed = capsys.readouterr().out
-    assert printed.strip() in results_md.read_text()
-    assert [line.split("|")[1].strip() for line in printed.splitlines()[2:]] == ["2", "16"]
-    assert "| 1.0k | 2.0k | 0.50 | 50.00 | 1 | 1 | 1 | 6 | 50.00 |" in printed
+    title, *table = capsys.readouterr().out.strip().splitlines()
+    text = results_md.read_text()
+    assert title == tmp_path.name and f"## {title}" in text and "\n".join(table) in text
+    assert [line.split("|")[1].strip() for line in table[2:]] == ["2", "16"]
+    assert "| 1.0k | 2.0k | 0.50 | 50.00 | 1 | 1 | 1 | 6 | 50.00 |" in table[3]
+    assert "## Comparison" not in text
+
+    # two experiments: a comparison table, size by size, one column each
+    other = tmp_path / "asr_b" / "score_summary.jsonl"
+    other.parent.mkdir()
+    other.write_text(json.dumps({**entry, "hyp": str(ref)}) + "\n")  # perfect hypothesis
+    main(["--summary", str(entries), "--summary", str(other), "--results_md", str(results_md)])
+    text = results_md.read_text()
+    assert f"| size | test set | {tmp_path.name} | asr_b |" in text
+    assert "| 2 | test | 50.00 / 50.00 | - |" in text
+    assert "| 16 | test | 50.00 / 50.00 | 0.00 / 0.00 |" in text
 
 
 def test_cli_empty_reference_exits(tmp_path: Path) -> None:

@@ -189,7 +189,7 @@ if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
 fi
 
 if [ $stage -le 13 ] && [ $stop_stage -ge 13 ]; then
-  log "Stage 13: scoring every size -> $asr_exp/RESULTS.md and ./RESULTS.md"
+  log "Stage 13: scoring every size -> $asr_exp/RESULTS.md; all experiments -> ./RESULTS.md"
   inf_tag=$(basename "${inference_config:-default}" .yaml)
   $python - "$asr_exp" "$inf_tag" "$dumpdir" $test_sets > $asr_exp/score_summary.jsonl <<'PY'
 import json, os, sys
@@ -205,6 +205,8 @@ for size, row in json.load(open(os.path.join(exp, "subnets.json"))).items():
 PY
   $python -m espnet_supernet.bin.score --summary $asr_exp/score_summary.jsonl \
     --results_md $asr_exp/RESULTS.md
-  cp $asr_exp/RESULTS.md RESULTS.md
+  # ./RESULTS.md: every scored experiment of this recipe, compared size by size
+  $python -m espnet_supernet.bin.score --results_md RESULTS.md \
+    $(for f in ${expdir}/*/score_summary.jsonl; do echo --summary $f; done) > /dev/null
 fi
 log "Successfully finished stages $stage-$stop_stage"
