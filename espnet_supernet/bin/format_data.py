@@ -11,11 +11,11 @@ other than ``--fs`` or if no utterance is left.
 """
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from espnet_supernet.bin.cli import run_cli
 from espnet_supernet.data.format_data import SampleRateError, format_data_dir
 
 
@@ -37,29 +37,17 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(cmd: Sequence[str] | None = None) -> None:
-    """Runs the formatting.
-
-    Args:
-        cmd: Command-line arguments; ``sys.argv[1:]`` if None.
-    """
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
-    )
-    args = get_parser().parse_args(cmd)
-    try:
-        summary = format_data_dir(
-            args.data_dir,
-            args.outdir,
-            fs=args.fs,
-            min_duration=args.min_duration,
-            max_duration=args.max_duration,
-            nj=args.nj,
-        )
-    except (FileNotFoundError, SampleRateError) as error:
-        sys.exit(f"format_data: {error}")
+def _run(args: argparse.Namespace) -> None:
+    summary = format_data_dir(args.data_dir, args.outdir, fs=args.fs,
+                              min_duration=args.min_duration,
+                              max_duration=args.max_duration, nj=args.nj)
     if summary.num_utts == 0:
         sys.exit(f"format_data: no utterance left in {args.outdir}.")
+
+
+def main(cmd: Sequence[str] | None = None) -> None:
+    """Runs the formatting (``cmd``: arguments, ``sys.argv[1:]`` if None)."""
+    run_cli("format_data", get_parser(), cmd, _run, (FileNotFoundError, SampleRateError))
 
 
 if __name__ == "__main__":

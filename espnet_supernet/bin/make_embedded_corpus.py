@@ -12,11 +12,10 @@ for ``espnet_supernet.bin.prepare_librispeech --librispeech <outdir>``.
 """
 
 import argparse
-import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from espnet_supernet.bin.cli import run_cli
 from espnet_supernet.data.embedded_corpus import CorpusConfig, generate_corpus
 
 
@@ -48,21 +47,16 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(cmd: Sequence[str] | None = None) -> None:
-    """Runs the generator.
-
-    Args:
-        cmd: Command-line arguments; ``sys.argv[1:]`` if None.
-    """
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
-    )
-    args = vars(get_parser().parse_args(cmd))
+def _run(parsed: argparse.Namespace) -> None:
+    args = vars(parsed)
     outdir, nj, log_interval = args.pop("outdir"), args.pop("nj"), args.pop("log_interval")
-    try:
-        generate_corpus(outdir, CorpusConfig(**args), nj=nj, log_interval=log_interval)
-    except (FileExistsError, FileNotFoundError, ValueError) as error:
-        sys.exit(f"make_embedded_corpus: {error}")
+    generate_corpus(outdir, CorpusConfig(**args), nj=nj, log_interval=log_interval)
+
+
+def main(cmd: Sequence[str] | None = None) -> None:
+    """Runs the generator (``cmd``: arguments, ``sys.argv[1:]`` if None)."""
+    run_cli("make_embedded_corpus", get_parser(), cmd, _run,
+            (FileExistsError, FileNotFoundError, ValueError))
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ if the root or a part is missing, or if a part ends up without any utterance.
 """
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from espnet_supernet.bin.cli import run_cli
 from espnet_supernet.data.librispeech_prep import CorpusNotFoundError, prepare_librispeech
 
 
@@ -37,23 +37,16 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(cmd: Sequence[str] | None = None) -> None:
-    """Runs the preparation.
-
-    Args:
-        cmd: Command-line arguments; ``sys.argv[1:]`` if None.
-    """
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
-    )
-    args = get_parser().parse_args(cmd)
-    try:
-        summaries = prepare_librispeech(args.librispeech, args.parts, args.outdir)
-    except CorpusNotFoundError as error:
-        sys.exit(f"prepare_librispeech: {error}")
+def _run(args: argparse.Namespace) -> None:
+    summaries = prepare_librispeech(args.librispeech, args.parts, args.outdir)
     empty = [summary.part for summary in summaries if summary.num_utts == 0]
     if empty:
         sys.exit(f"prepare_librispeech: no usable utterance in {', '.join(empty)}.")
+
+
+def main(cmd: Sequence[str] | None = None) -> None:
+    """Runs the preparation (``cmd``: arguments, ``sys.argv[1:]`` if None)."""
+    run_cli("prepare_librispeech", get_parser(), cmd, _run, (CorpusNotFoundError,))
 
 
 if __name__ == "__main__":

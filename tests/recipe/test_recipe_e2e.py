@@ -13,7 +13,6 @@ import subprocess
 from pathlib import Path
 from typing import Dict, List
 
-import pytest
 import yaml
 
 from e2e_run import (  # noqa: E402
