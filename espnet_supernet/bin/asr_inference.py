@@ -8,6 +8,10 @@ Usage:
         --output_dir exp/asr/decode_16/test_clean
         (other arguments as ``python -m espnet2.bin.asr_inference``)
 
+``--ctc_greedy true`` (set in ``conf/decode_ctc_greedy.yaml``) decodes a CTC model with the
+CTC best path instead of ESPnet's beam search with the CTC prefix scorer, which rescores the
+whole utterance for every output token even with ``beam_size: 1``.
+
 Python API::
 
     from espnet_supernet.bin.asr_inference import speech2text
@@ -21,6 +25,9 @@ from typing import Iterator, Optional
 from espnet_supernet.tasks.asr import espnet_asr  # registers the classes
 from espnet2.bin import asr_inference as stock  # noqa: E402
 from espnet.utils.cli_utils import get_commandline_args  # noqa: E402
+from espnet2.utils.types import str2bool  # noqa: E402
+
+from espnet_supernet.decode.ctc_greedy_search import CTCGreedySearch  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -55,9 +62,31 @@ def subnet_model_loading(subnet: Optional[str]) -> Iterator[None]:
             setattr(task, name, own)
 
 
-def speech2text(subnet: Optional[str], **kwargs) -> stock.Speech2Text:
+@contextlib.contextmanager
+def ctc_greedy_decoding(enabled: bool = True) -> Iterator[None]:
+    """Within the block, ``Speech2Text`` decodes with the CTC best path (if ``enabled``)."""
+    original = stock.Speech2Text
+
+    class GreedySpeech2Text(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            model = self.asr_model
+            if model.ctc is None:
+                raise ValueError("--ctc_greedy needs a model with a CTC branch")
+            self.beam_search = CTCGreedySearch(model.ctc, model.sos, model.eos,
+                                               model.token_list, blank=model.blank_id)
+
+    if enabled:
+        stock.Speech2Text = GreedySpeech2Text  # what stock.inference instantiates
+    try:
+        yield
+    finally:
+        stock.Speech2Text = original
+
+
+def speech2text(subnet: Optional[str], ctc_greedy: bool = False, **kwargs) -> stock.Speech2Text:
     """``Speech2Text(**kwargs)`` decoding with the named subnet (None = largest)."""
-    with subnet_model_loading(subnet):
+    with subnet_model_loading(subnet), ctc_greedy_decoding(ctc_greedy):
         return stock.Speech2Text(**kwargs)
 
 
@@ -71,6 +100,13 @@ def get_parser():
         help="Named subnet to decode with (e.g. 16); default: the largest. The names "
         "are the supernet's subnet sizes (encoder_conf subnet_sizes/subnet_masks).",
     )
+    parser.add_argument(
+        "--ctc_greedy",
+        type=str2bool,
+        default=False,
+        help="Decode with the CTC best path (argmax per frame; needs a CTC branch) instead "
+        "of the beam search; much faster on CPU than beam_size 1 with the CTC prefix scorer.",
+    )
     return parser
 
 
@@ -79,11 +115,11 @@ def main(cmd=None):
     print(get_commandline_args(), file=sys.stderr)
     kwargs = vars(get_parser().parse_args(cmd))
     kwargs.pop("config", None)
-    subnet = kwargs.pop("subnet")
+    subnet, ctc_greedy = kwargs.pop("subnet"), kwargs.pop("ctc_greedy")
     try:
-        with subnet_model_loading(subnet):
+        with subnet_model_loading(subnet), ctc_greedy_decoding(ctc_greedy):
             stock.inference(**kwargs)
-    except ValueError as e:  # unknown subnet, or not a supernet
+    except ValueError as e:  # unknown subnet, not a supernet, no CTC for --ctc_greedy
         sys.exit(f"asr_inference: {e}")
 
 

@@ -17,6 +17,8 @@ split_scp() {
 stage=1; stop_stage=13
 nj=2                     # parallel jobs: collect stats
 inference_nj=2           # parallel jobs: decoding (per size and test set)
+job_threads=1            # CPU threads of each parallel stats / decoding job (2 jobs x 2
+                         # threads on 2 cores run several times slower than 2 x 1)
 ngpu=0                   # GPUs for training
 num_nodes=1
 python=python3
@@ -37,6 +39,7 @@ help_message="Usage: $0 --train_set <set> --valid_set <set> --test_sets '<sets>'
 Options (default):
   --stage ($stage) --stop_stage ($stop_stage)  run stages in [stage, stop_stage]
   --nj ($nj) --inference_nj ($inference_nj) --ngpu ($ngpu) --num_nodes ($num_nodes)
+  --job_threads ($job_threads)  CPU threads per parallel job (stages 10 and 12)
   --local_data_opts  passed to local/data.sh
   --min_duration ($min_duration) --max_duration ($max_duration)  seconds, train/valid only
   --token_type ($token_type)  bpe (sentencepiece) or char
@@ -117,7 +120,7 @@ if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
   split_scp $dumpdir/raw/$train_set/wav.scp $_nj $logdir/train
   split_scp $dumpdir/raw/$valid_set/wav.scp $_nj $logdir/valid
   ${train_cmd} JOB=1:$_nj $logdir/stats.JOB.log \
-    $python -m espnet_supernet.bin.asr_train --collect_stats true "${data_opts[@]}" \
+    OMP_NUM_THREADS=$job_threads $python -m espnet_supernet.bin.asr_train --collect_stats true "${data_opts[@]}" \
       --config "$asr_config" --frontend_conf fs=16k \
       --train_data_path_and_name_and_type $dumpdir/raw/$train_set/wav.scp,speech,sound \
       --train_data_path_and_name_and_type $dumpdir/raw/$train_set/text,text,text \
@@ -176,7 +179,7 @@ if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
       split_scp $dumpdir/raw/$dset/wav.scp $_nj $logdir
       log "  decoding size $size on $dset ($n utts, $_nj jobs) -> $dir"
       ${decode_cmd} JOB=1:$_nj $logdir/asr_inference.JOB.log \
-        $python -m espnet_supernet.bin.asr_inference --subnet $size --ngpu 0 --batch_size 1 \
+        OMP_NUM_THREADS=$job_threads $python -m espnet_supernet.bin.asr_inference --subnet $size --ngpu 0 --batch_size 1 \
           --data_path_and_name_and_type $dumpdir/raw/$dset/wav.scp,speech,sound \
           --key_file $logdir/keys.JOB.scp \
           --asr_train_config $asr_exp/config.yaml --asr_model_file $model_file \
