@@ -18,7 +18,11 @@ One run measures, on the same random batch (``--batch`` x ``--seconds`` s of 80-
    alone (``forward_frontend``), which every size pays (goal per size:
    time_fraction <= flops_fraction + 0.05);
 3. one sandwich training step of ``SupernetASRModel`` (CTC only, Adam; max, min and one
-   middle size) vs the sum of three single-subnet training steps (goal: ratio < 1.0).
+   middle size) vs the sum of three single-subnet training steps (goal: ratio < 1.0);
+4. with ``--components``: the encoder gets 4 FFN chunks and prunable heads, and component
+   subnets (the first 1/4, 1/2, 3/4 of every FFN's chunks and every block's heads, and an
+   irregular mix, conv modules kept) are timed like the sizes against their FLOPs
+   fraction from the cost model (``subnet_cost.flops_table``), goal the same.
 
 Forward timings use eval mode and ``torch.inference_mode()``; every number is the median
 over ``--repeats`` after ``--warmup`` runs, the compared variants interleaved within each
@@ -114,7 +118,7 @@ def median_ratio(num: Sequence[float], den: Sequence[float]) -> float:
 
 
 # ---------------------------------------------------------------------- builders
-def build_encoders(config: str):
+def build_encoders(config: str, components: bool = False):
     """(stock ConformerEncoder, SupernetConformerEncoder with the stock's weights)."""
     from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 
@@ -129,11 +133,29 @@ def build_encoders(config: str):
             bn = layer.conv_module.norm
             bn.running_mean.normal_(0.0, 0.1)
             bn.running_var.uniform_(0.5, 1.5)
+    elastic = dict(ffn_chunks=4, prune_heads=True) if components else {}
     supernet = SupernetConformerEncoder(
-        **COMMON, **arch, subnet_sizes=sizes, subnet_rule="layers", bn_stats="per_size"
+        **COMMON, **arch, subnet_sizes=sizes, subnet_rule="layers", bn_stats="per_size",
+        **elastic,
     )
     supernet.load_state_dict(stock.state_dict(), strict=True)
     return stock, supernet
+
+
+def component_masks(supernet, seed: int) -> Dict[str, List[int]]:
+    """Unit masks keeping a share of every FFN's chunks and every block's heads."""
+    layout = supernet.layout
+    gen = random.Random(seed)
+    masks: Dict[str, List[int]] = {}
+    for label, share in (("1/4", 0.25), ("1/2", 0.5), ("3/4", 0.75), ("mixed", None)):
+        mask = []
+        for m in range(layout.num_modules):
+            units = layout.per_module[m % 4]
+            keep = units if units == 1 else max(1, round(units * (
+                share if share is not None else gen.choice([0.25, 0.5, 0.75, 1.0]))))
+            mask += [1] * keep + [0] * (units - keep)
+        masks[f"components {label}"] = mask
+    return masks
 
 
 def make_batch(batch: int, seconds: float, input_size: int = 80):
@@ -171,8 +193,10 @@ def frontend_flops_per_second(encoder, seconds: float) -> float:
 
 
 # ---------------------------------------------------------------------- benchmarks
-def bench_forward(stock, supernet, xs, ilens, repeats: int, warmup: int) -> dict:
-    """Stock vs full supernet, the front end and every named size (eval, inference)."""
+def bench_forward(stock, supernet, xs, ilens, repeats: int, warmup: int,
+                  extra: Optional[Dict[str, List[int]]] = None) -> dict:
+    """Stock vs full supernet, the front end, every named size and the ``extra`` unit
+    masks (eval, inference)."""
     stock.eval()
     supernet.eval()
     names = list(supernet.subnet_names)
@@ -197,6 +221,8 @@ def bench_forward(stock, supernet, xs, ilens, repeats: int, warmup: int) -> dict
             ("frontend", noop, lambda: supernet.forward_frontend(xs, ilens)),
         ]
         items += [(f"size:{n}", use(n), lambda: supernet(xs, ilens)) for n in names]
+        items += [(f"size:{n}", lambda m=m: supernet.set_subnet(m), lambda: supernet(xs, ilens))
+                  for n, m in (extra or {}).items()]
         times = interleaved(items, repeats, warmup)
     supernet.set_subnet(None)
     return {"times": times, "max_abs_diff": diff}
@@ -321,34 +347,45 @@ def run(args: argparse.Namespace) -> dict:
         phases[name] = now - tick
         tick = now
 
-    stock, supernet = build_encoders(args.config)
+    stock, supernet = build_encoders(args.config, args.components)
     xs, ilens = make_batch(args.batch, args.seconds)
-    names = list(supernet.subnet_names)
+    masks = {n: supernet.subnet_mask(n) for n in supernet.subnet_names}
+    extra = component_masks(supernet, args.seed) if args.components else {}
+    masks.update(extra)
+    names = list(masks)
 
-    # FLOPs (batch 1, an utterance of --seconds, per second of audio).
-    full_mask = [1] * supernet.num_modules
-    from espnet_supernet.nets.subnet_cost import subnet_flops_per_second, subnet_params
+    # FLOPs (batch 1, an utterance of --seconds, per second of audio): the cost model,
+    # checked against FlopCounterMode on the real forward.
+    from espnet_supernet.nets.subnet_cost import (
+        flops_table,
+        measured_flops_per_second,
+        params_table,
+    )
 
-    full_flops = subnet_flops_per_second(supernet, full_mask, args.seconds)
+    flops, params = flops_table(supernet, args.seconds), params_table(supernet)
+    full_flops = flops.total
     front_flops = frontend_flops_per_second(supernet, args.seconds)
-    size_flops = {n: subnet_flops_per_second(supernet, supernet.subnet_mask(n), args.seconds)
-                  for n in names}
+    size_flops = {n: flops.subnet(m) for n, m in masks.items()}
+    model_vs_counted = max(
+        abs(size_flops[n] / measured_flops_per_second(supernet, m, args.seconds) - 1)
+        for n, m in masks.items())
     phase("build_and_flops")
 
-    fwd = bench_forward(stock, supernet, xs, ilens, args.repeats, args.warmup)
+    fwd = bench_forward(stock, supernet, xs, ilens, args.repeats, args.warmup, extra)
     t = fwd["times"]
     med = {key: statistics.median(v) for key, v in t.items()}
     phase("forward")
 
     sizes = {}
     for name in names:
-        mask = supernet.subnet_mask(name)
+        mask = masks[name]
         flops = size_flops[name]
         time_fraction = median_ratio(t[f"size:{name}"], t["full"])
         flops_fraction = flops / full_flops
         sizes[name] = {
-            "modules": sum(mask),
-            "params": subnet_params(supernet, mask),
+            "modules": sum(supernet.layout.modules_of(mask)),
+            "units": sum(mask),
+            "params": int(params.subnet(mask)),
             "gflops_per_sec": flops / 1e9,
             "flops_fraction": flops_fraction,
             "ms": med[f"size:{name}"],
@@ -381,7 +418,10 @@ def run(args: argparse.Namespace) -> dict:
     machine = machine_info(args.threads, loadavg_start)
     return {
         "config": args.config,
-        "encoder": {**COMMON, **CONFIGS[args.config], "subnet_rule": "layers"},
+        "encoder": {**COMMON, **CONFIGS[args.config], "subnet_rule": "layers",
+                    **(dict(ffn_chunks=4, prune_heads=True) if args.components else {})},
+        "components": args.components,
+        "flops_model_max_rel_error": model_vs_counted,
         "machine": machine,
         "threads": args.threads,
         "batch": args.batch,
@@ -423,13 +463,15 @@ def print_table(res: dict) -> None:
     print(f"stock {res['stock_ms']:.1f} ms, supernet full {res['full_ms']:.1f} ms: "
           f"full_vs_stock {res['full_vs_stock']:.3f} (goal <= {GOAL_FULL_VS_STOCK}) "
           f"{ok(res['goals']['full_vs_stock'])}; max_abs_diff {res['max_abs_diff']:.2e}")
-    print(f"{'size':>9} {'modules':>7} {'Mparams':>8} {'GFLOP/s':>8} {'ms':>8} "
+    print(f"FLOPs cost model vs FlopCounterMode: max relative error "
+          f"{res['flops_model_max_rel_error']:.2e}")
+    print(f"{'size':>16} {'modules':>7} {'Mparams':>8} {'GFLOP/s':>8} {'ms':>8} "
           f"{'flops_fr':>8} {'time_fr':>8} goal")
-    print(f"{'frontend':>9} {'-':>7} {'-':>8} {res['frontend_gflops_per_sec']:8.2f} "
+    print(f"{'frontend':>16} {'-':>7} {'-':>8} {res['frontend_gflops_per_sec']:8.2f} "
           f"{res['frontend_ms']:8.1f} {res['frontend_flops_fraction']:8.3f} "
           f"{res['frontend_time_fraction']:8.3f}    -")
     for name, s in res["sizes"].items():
-        print(f"{name:>9} {s['modules']:7d} {s['params'] / 1e6:8.2f} "
+        print(f"{name:>16} {s['modules']:7d} {s['params'] / 1e6:8.2f} "
               f"{s['gflops_per_sec']:8.2f} {s['ms']:8.1f} {s['flops_fraction']:8.3f} "
               f"{s['time_fraction']:8.3f} {ok(s['goal_met'])}")
     ts = res["train_step"]
@@ -463,11 +505,13 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall: perf_counter (the real numbers); cpu: process CPU time, "
                              "less sensitive to other load (use with --threads 1)")
+    parser.add_argument("--components", action="store_true",
+                        help="4 FFN chunks and prunable heads; also time component subnets")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: smaller batch, shorter input, fewer repeats")
     parser.add_argument("--output", type=Path, default=None,
-                        help="JSON path (default bench/results/supernet_<config>.json, "
-                             "supernet_<config>_quick.json with --quick)")
+                        help="JSON path (default bench/results/supernet_<config>"
+                             "[_components][_quick].json)")
     return parser
 
 
@@ -482,7 +526,7 @@ def main(cmd: Optional[List[str]] = None) -> dict:
     if min(args.repeats, args.train_repeats) < 1 or args.warmup < 0 or args.batch < 1:
         raise SystemExit("--repeats/--train-repeats/--batch must be >= 1, --warmup >= 0")
     if args.output is None:
-        suffix = "_quick" if args.quick else ""
+        suffix = ("_components" if args.components else "") + ("_quick" if args.quick else "")
         args.output = (Path(__file__).resolve().parent / "results"
                        / f"supernet_{args.config}{suffix}.json")
     res = run(args)

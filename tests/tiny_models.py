@@ -27,9 +27,10 @@ TINY_ENCODER = dict(
 VOCAB = 12
 
 
-def make_model(sizes=(4, 8, 12), decoder=False, **model_conf):
+def make_model(sizes=(4, 8, 12), decoder=False, encoder_conf=None, **model_conf):
     torch.manual_seed(0)
-    enc = SupernetConformerEncoder(**TINY_ENCODER, subnet_sizes=list(sizes))
+    enc = SupernetConformerEncoder(**{**TINY_ENCODER, "subnet_sizes": list(sizes or []),
+                                      **(encoder_conf or {})})
     dec = TransformerDecoder(VOCAB, 16, attention_heads=2, linear_units=16,
                              num_blocks=1) if decoder else None
     model_conf.setdefault("ctc_weight", 0.5 if decoder else 1.0)

@@ -18,7 +18,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-from espnet_supernet.nets.subnet_cost import subnet_flops_per_second, subnet_params
+from espnet_supernet.nets.subnet_cost import flops_table, params_table
+from espnet_supernet.selection.report import kept_components
 from espnet_supernet.nets.switchable_linear import SwitchableLinear
 from espnet_supernet.tasks.asr import SupernetASRTask
 
@@ -28,8 +29,10 @@ def _numel(module: torch.nn.Module) -> int:
 
 
 def subnet_report(model: torch.nn.Module, seconds: float = 10.0) -> Dict[str, dict]:
-    """``{name: {mask, num_modules, encoder_params, total_params, encoder_gflops_per_sec}}``."""
+    """``{name: {mask, num_modules, num_units, kept, encoder_params, total_params,
+    encoder_gflops_per_sec}}`` (``mask`` is the unit mask, see ``encoder.layout``)."""
     encoder = model.encoder
+    params, flops = params_table(encoder), flops_table(encoder, seconds)
     unused_heads = 0
     lo = getattr(getattr(model, "ctc", None), "ctc_lo", None)
     if isinstance(lo, SwitchableLinear):
@@ -38,13 +41,15 @@ def subnet_report(model: torch.nn.Module, seconds: float = 10.0) -> Dict[str, di
     report = {}
     for name in model.subnet_names:
         mask = encoder.subnet_mask(name)
-        enc = subnet_params(encoder, mask)
+        enc = int(params.subnet(mask))
         report[name] = {
             "mask": mask,
-            "num_modules": sum(mask),
+            "num_modules": sum(encoder.layout.modules_of(mask)),
+            "num_units": sum(mask),
+            "kept": kept_components(encoder.layout, mask),
             "encoder_params": enc,
             "total_params": enc + rest,
-            "encoder_gflops_per_sec": subnet_flops_per_second(encoder, mask, seconds) / 1e9,
+            "encoder_gflops_per_sec": flops.subnet(mask) / 1e9,
         }
     return report
 

@@ -408,7 +408,7 @@ def write_results_md(sections: Dict[str, Sequence[ResultRow]], path: str) -> Non
             f"## {title}",
             "WER and CER in %; S, D, I: substituted, deleted and inserted words "
             "(counts) out of `words` reference words; enc GFLOPs/s: encoder GFLOPs "
-            "per second of audio (measured on a 10 s utterance); params: see "
+            "per second of audio (cost model, 10 s utterance); params: see "
             "`subnets.json`.",
             "",
             results_table(rows),

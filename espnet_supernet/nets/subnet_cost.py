@@ -1,51 +1,183 @@
-"""Parameter and FLOP counts of a supernet encoder's subnets.
+"""Parameter and FLOP counts of a supernet encoder's modules, units and subnets.
 
-Conventions: parameters are counted over the modules a subnet runs (its kept modules with
-their pre-norms, plus the always-on front end, per-block final norms and the output norm).
-FLOPs are measured, not estimated: ``torch.utils.flop_counter.FlopCounterMode`` counts the
-matmuls and convolutions (2 x multiply-adds) of the real forward of the subnet on one
-utterance of ``seconds`` of audio (100 feature frames per second), divided by ``seconds``.
-Attention's T^2 terms therefore correspond to a ``seconds``-long utterance.
+Conventions
+- Parameters: the tensors a subnet uses. A module's cost is an ``overhead`` paid once when
+  any of its units is kept (its pre-norm, the output bias of W2 / the attention output
+  projection) plus ``per_unit`` for each kept unit (an FFN chunk: its W1 rows and bias and
+  W2 columns; a head: its q/k/v rows and biases, output-projection columns and, with
+  relative positions, its position-projection rows and two position biases). A block's
+  final norm is paid when any module of the block is kept (a block without modules is
+  skipped). The front end and the output norm are the fixed part.
+- FLOPs: 2 x multiply-adds of the matmuls and convolutions (what
+  ``torch.utils.flop_counter.FlopCounterMode`` counts; norms, activations, softmax and
+  element-wise ops are not counted), for one utterance of ``seconds`` of audio (100
+  feature frames per second, batch 1), divided by ``seconds``: FLOPs per second of audio.
+  T is the number of frames after subsampling. Per frame and per module:
+  FFN chunk of u hidden units ``4 d u``; a head of width d_k ``8 d d_k`` (q, k, v, out)
+  plus ``4 T d_k`` for the scores and the weighted sum (the T^2 terms of the utterance,
+  divided by T), plus with relative positions ``2 P d d_k / T`` (position projection)
+  and ``2 P d_k`` (position scores), P = 2T - 1; conv module ``2 d (3 d + K)``. The front
+  end (subsampling) is measured once with ``FlopCounterMode`` and is the fixed part.
+  :func:`measured_flops_per_second` counts the real forward and validates these formulas.
 """
 
-from typing import List, Sequence, Tuple
+from typing import List, NamedTuple, Sequence
 
 import torch
+from espnet.nets.pytorch_backend.transformer.attention import RelPositionMultiHeadedAttention
 from torch.utils.flop_counter import FlopCounterMode
 
-from espnet_supernet.nets.subnet_space import MODULE_TYPES
+from espnet_supernet.nets.subnet_space import MODULE_TYPES, UnitLayout
+
+CRITERIA = ("params", "flops")
+
+
+class ModuleCost(NamedTuple):
+    """Cost of one prunable module: paid once if any unit is kept, plus per kept unit."""
+
+    overhead: float
+    per_unit: float
+
+
+class CostTable(NamedTuple):
+    """Costs of an encoder: the fixed part, each of the M modules (module order) and what a
+    block costs once any of its modules is kept (its final norm)."""
+
+    fixed: float
+    modules: List[ModuleCost]
+    layout: UnitLayout
+    block_overhead: float = 0.0
+
+    @property
+    def total(self) -> float:
+        """Cost of the full network."""
+        return self.fixed + self.block_overhead * self.layout.num_blocks + sum(
+            m.overhead + m.per_unit * self._units(j) for j, m in enumerate(self.modules)
+        )
+
+    def _units(self, module: int) -> int:
+        return self.layout.per_module[module % len(MODULE_TYPES)]
+
+    def subnet(self, mask: Sequence[int]) -> float:
+        """Exact cost of a subnet given as a module (M) or unit (N) mask."""
+        units = self.layout.as_units(mask)
+        cost = self.fixed
+        blocks = set()
+        for j, module in enumerate(self.modules):
+            a, b = self.layout.module_span(j)
+            kept = sum(units[a:b])
+            if kept:
+                cost += module.overhead + module.per_unit * kept
+                blocks.add(j // len(MODULE_TYPES))
+        return cost + self.block_overhead * len(blocks)
+
+    def unit_costs(self) -> List[float]:
+        """Cost of each of the N units, a module's overhead (and a block's, over its
+        units) spread evenly."""
+        per_block = sum(self.layout.per_module)
+        out: List[float] = []
+        for j, module in enumerate(self.modules):
+            n = self._units(j)
+            out += [module.per_unit + module.overhead / n + self.block_overhead / per_block] * n
+        return out
 
 
 def _numel(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def module_params(encoder: torch.nn.Module) -> Tuple[int, List[int]]:
-    """(always-on parameter count, parameter count of each of the M prunable modules)."""
-    per_module: List[int] = []
+def _head_params(att: torch.nn.Module) -> int:
+    d, d_k = att.linear_q.in_features, att.d_k
+    n = 3 * (d_k * d + d_k) + d * d_k  # q, k, v rows + biases; output columns
+    if isinstance(att, RelPositionMultiHeadedAttention):
+        n += d_k * d + 2 * d_k  # position projection rows, pos_bias_u / pos_bias_v
+    return n
+
+
+def params_table(encoder: torch.nn.Module) -> CostTable:
+    """Parameter counts (see the module docstring)."""
+    layout: UnitLayout = encoder.layout
+    modules: List[ModuleCost] = []
     for layer in encoder.encoders:
-        per_module += [
-            _numel(layer.feed_forward_macaron) + _numel(layer.norm_ff_macaron),
-            _numel(layer.self_attn) + _numel(layer.norm_mha),
-            _numel(layer.conv_module) + _numel(layer.norm_conv),
-            _numel(layer.feed_forward) + _numel(layer.norm_ff),
-        ]
-    fixed = _numel(encoder) - sum(per_module)
-    assert len(per_module) == len(MODULE_TYPES) * len(encoder.encoders)
-    return fixed, per_module
-
-
-def subnet_params(encoder: torch.nn.Module, mask: Sequence[int]) -> int:
-    """Encoder parameters used by the subnet ``mask``."""
-    fixed, per_module = module_params(encoder)
-    return fixed + sum(n for n, keep in zip(per_module, mask) if keep)
+        parts = (
+            (layer.feed_forward_macaron, layer.norm_ff_macaron),
+            (layer.self_attn, layer.norm_mha),
+            (layer.conv_module, layer.norm_conv),
+            (layer.feed_forward, layer.norm_ff),
+        )
+        for kind, (module, norm) in enumerate(parts):
+            total = _numel(module) + _numel(norm)
+            units = layout.per_module[kind]
+            if units == 1:
+                modules.append(ModuleCost(0, total))
+                continue
+            if MODULE_TYPES[kind] == "mhsa":
+                per_unit = _head_params(module)
+            else:
+                per_unit = module.w_1.out_features // units * (2 * module.w_1.in_features + 1)
+            modules.append(ModuleCost(total - units * per_unit, per_unit))
+    block = _numel(encoder.encoders[0].norm_final)
+    fixed = _numel(encoder) - block * layout.num_blocks - sum(
+        m.overhead + m.per_unit * layout.per_module[j % 4] for j, m in enumerate(modules))
+    return CostTable(fixed, modules, layout, block)
 
 
 @torch.no_grad()
+def flops_table(encoder: torch.nn.Module, seconds: float = 10.0) -> CostTable:
+    """FLOPs per second of audio (see the module docstring for the convention)."""
+    layout: UnitLayout = encoder.layout
+    frames = int(round(seconds * 100))
+    was_training = encoder.training
+    encoder.eval()
+    counter = FlopCounterMode(display=False)
+    param = next(encoder.parameters())
+    with counter:
+        xs = torch.zeros(1, frames, encoder.input_size, dtype=param.dtype, device=param.device)
+        front = encoder.forward_frontend(xs, torch.tensor([frames], device=param.device))
+    encoder.train(was_training)
+    T = front.xs.size(1)
+    att = encoder.encoders[0].self_attn
+    conv = encoder.encoders[0].conv_module
+    d, d_k, heads = att.linear_q.in_features, att.d_k, att.h
+    head = 8 * T * d * d_k + 4 * T * T * d_k
+    if isinstance(att, RelPositionMultiHeadedAttention):
+        pos = front.pos_emb.size(1)
+        head += 2 * pos * d * d_k + 2 * T * pos * d_k
+    ffn_hidden = encoder.encoders[0].feed_forward.w_1.out_features
+    kernel = conv.depthwise_conv.kernel_size[0]
+    whole = (4 * T * d * ffn_hidden, head * heads, 2 * T * d * (3 * d + kernel),
+             4 * T * d * ffn_hidden)
+    modules = [ModuleCost(0, whole[kind] / layout.per_module[kind] / seconds)
+               for _ in range(layout.num_blocks) for kind in range(len(MODULE_TYPES))]
+    return CostTable(counter.get_total_flops() / seconds, modules, layout)
+
+
+def cost_table(encoder: torch.nn.Module, criterion: str, seconds: float = 10.0) -> CostTable:
+    """``params_table`` or ``flops_table`` by name."""
+    if criterion == "params":
+        return params_table(encoder)
+    if criterion == "flops":
+        return flops_table(encoder, seconds)
+    raise ValueError(f"unknown cost criterion {criterion!r}; choose one of {CRITERIA}")
+
+
+def subnet_params(encoder: torch.nn.Module, mask: Sequence[int]) -> int:
+    """Encoder parameters used by the subnet ``mask`` (module or unit mask)."""
+    return int(params_table(encoder).subnet(mask))
+
+
 def subnet_flops_per_second(
     encoder: torch.nn.Module, mask: Sequence[int], seconds: float = 10.0
 ) -> float:
-    """Measured encoder FLOPs per second of audio for the subnet ``mask``."""
+    """Encoder FLOPs per second of audio of the subnet ``mask`` (the cost model)."""
+    return flops_table(encoder, seconds).subnet(mask)
+
+
+@torch.no_grad()
+def measured_flops_per_second(
+    encoder: torch.nn.Module, mask: Sequence[int], seconds: float = 10.0
+) -> float:
+    """FLOPs per second of audio counted by ``FlopCounterMode`` on the real forward."""
     was_training = encoder.training
     encoder.eval()
     param = next(encoder.parameters())
@@ -54,7 +186,7 @@ def subnet_flops_per_second(
     lens = torch.tensor([frames], device=param.device)
     counter = FlopCounterMode(display=False)
     with counter:
-        encoder.forward_subnet(encoder.forward_frontend(xs, lens), gates=list(mask))
+        encoder.forward_subnet(encoder.forward_frontend(xs, lens),
+                               gates=encoder.gates(encoder.layout.as_units(mask)))
     encoder.train(was_training)
     return counter.get_total_flops() / seconds
-

@@ -1,12 +1,17 @@
-"""Named subnets of a block-structured supernet: masks over prunable modules.
+"""Named subnets of a block-structured supernet: masks over prunable modules and units.
 
 A Conformer supernet with ``num_blocks`` blocks has ``M = 4 * num_blocks`` prunable
 modules, ordered block by block as (macaron FFN, MHSA, conv, FFN). A subnet is a 0/1 mask
 of length M; a named size (e.g. ``"16"``) maps to one mask. This module builds and checks
 those masks; learned selection methods fill them later through the same table.
+
+With component-wise elasticity (OrthoSoftmax, Xu et al. 2025) a module is split into units
+(FFN hidden chunks, attention heads; the conv module is one unit), and a subnet is a 0/1
+mask over all N units, block by block and module by module (:class:`UnitLayout`). Without
+it every module is one unit and N = M.
 """
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 MODULE_TYPES = ("ffn_macaron", "mhsa", "conv", "ffn")
 STATIC_RULES = ("layers", "modules")
@@ -17,17 +22,77 @@ def num_modules(num_blocks: int) -> int:
     return len(MODULE_TYPES) * num_blocks
 
 
-def check_mask(mask: Sequence[float], total: int) -> List[int]:
-    """Validate a 0/1 module mask and return it as a list of ints.
+class UnitLayout(NamedTuple):
+    """How many units each module type of a block has, and the number of blocks.
+
+    Attributes:
+        per_module: units of (macaron FFN, MHSA, conv, FFN), e.g. (4, 6, 1, 4).
+        num_blocks: blocks of the supernet.
+    """
+
+    per_module: Tuple[int, int, int, int]
+    num_blocks: int
+
+    @property
+    def num_modules(self) -> int:
+        return num_modules(self.num_blocks)
+
+    @property
+    def num_units(self) -> int:
+        return sum(self.per_module) * self.num_blocks
+
+    def module_span(self, module: int) -> Tuple[int, int]:
+        """[start, stop) of module ``module``'s units in a unit mask."""
+        per_block = sum(self.per_module)
+        block, kind = divmod(module, len(MODULE_TYPES))
+        start = block * per_block + sum(self.per_module[:kind])
+        return start, start + self.per_module[kind]
+
+    def expand(self, module_mask: Sequence[int]) -> List[int]:
+        """Unit mask keeping every unit of the kept modules."""
+        return [int(module_mask[m]) for m in range(self.num_modules)
+                for _ in range(self.per_module[m % len(MODULE_TYPES)])]
+
+    def modules_of(self, unit_mask: Sequence[int]) -> List[int]:
+        """Module mask: a module is kept when any of its units is."""
+        return [int(any(unit_mask[a:b])) for a, b in map(self.module_span,
+                                                          range(self.num_modules))]
+
+    def as_units(self, mask: Sequence[float]) -> List[int]:
+        """A module mask (length M) or unit mask (length N), checked, as a unit mask."""
+        if len(mask) == self.num_units:
+            return check_mask(mask, self.num_units, self)
+        return self.expand(check_mask(mask, self.num_modules, self))
+
+    def unit_names(self) -> List[str]:
+        """e.g. ``block0.ffn_macaron.chunk1``, ``block0.mhsa.head2``, ``block0.conv``."""
+        names = []
+        for m in range(self.num_modules):
+            block, kind = divmod(m, len(MODULE_TYPES))
+            base = f"block{block}.{MODULE_TYPES[kind]}"
+            units = self.per_module[kind]
+            label = "head" if MODULE_TYPES[kind] == "mhsa" else "chunk"
+            names += [base] if units == 1 else [f"{base}.{label}{u}" for u in range(units)]
+        return names
+
+
+def check_mask(
+    mask: Sequence[float], total: int, layout: Optional[UnitLayout] = None
+) -> List[int]:
+    """Validate a 0/1 mask and return it as a list of ints.
 
     Raises:
         ValueError: if the length is not ``total`` or a value is not 0 or 1.
     """
     values = [float(v) for v in mask]
     if len(values) != total:
+        units = ""
+        if layout is not None and layout.num_units != layout.num_modules:
+            units = (f", or {layout.num_units} units ({dict(zip(MODULE_TYPES, layout.per_module))}"
+                     " per block)")
         raise ValueError(
             f"subnet mask has {len(values)} entries, expected {total} "
-            f"(4 modules x {total // 4} blocks: macaron FFN, MHSA, conv, FFN per block)"
+            f"(4 modules x {total // 4} blocks: macaron FFN, MHSA, conv, FFN per block{units})"
         )
     bad = [v for v in values if v not in (0.0, 1.0)]
     if bad:
@@ -76,32 +141,37 @@ def static_mask(size: int, num_blocks: int, rule: str) -> List[int]:
 
 
 def build_subnet_table(
-    num_blocks: int,
+    layout: UnitLayout,
     sizes: Optional[Sequence[int]],
     masks: Optional[Dict[str, Sequence[float]]],
     rule: str,
+    names: Optional[Sequence[str]] = None,
 ) -> Dict[str, List[int]]:
-    """Named subnets, ordered from the fewest to the most modules.
+    """Named subnets as unit masks, ordered from the fewest to the most units.
 
     Args:
-        num_blocks: blocks of the supernet.
+        layout: units per module type and number of blocks.
         sizes: module counts; each becomes a subnet named ``str(count)`` by ``rule``.
-        masks: explicit masks by name (take precedence over ``sizes`` for equal names).
+        masks: explicit module (length M) or unit (length N) masks by name (take
+            precedence over ``sizes`` for equal names).
         rule: static rule for ``sizes`` (see :func:`static_mask`).
+        names: subnets that start as the full network, for a learned selection to fill
+            (e.g. OrthoSoftmax's budgets); kept in the given order.
 
     Returns:
-        ``{name: mask}``; with neither ``sizes`` nor ``masks`` a single full-size
-        subnet named ``str(M)``.
+        ``{name: unit mask}``; with none of ``sizes``, ``masks``, ``names`` a single
+        full-size subnet named ``str(M)``.
     """
-    total = num_modules(num_blocks)
     table: Dict[str, List[int]] = {}
     for size in sizes or []:
-        table[str(int(size))] = static_mask(int(size), num_blocks, rule)
+        table[str(int(size))] = layout.expand(static_mask(int(size), layout.num_blocks, rule))
     for name, mask in (masks or {}).items():
-        table[str(name)] = check_mask(mask, total)
+        table[str(name)] = layout.as_units(mask)
+    for name in names or []:
+        table[str(name)] = [1] * layout.num_units
     if not table:
-        table[str(total)] = [1] * total
+        table[str(layout.num_modules)] = [1] * layout.num_units
     for name, mask in table.items():
         if sum(mask) == 0:
             raise ValueError(f"subnet {name!r} keeps no module")
-    return dict(sorted(table.items(), key=lambda kv: (sum(kv[1]), kv[0])))
+    return dict(sorted(table.items(), key=lambda kv: sum(kv[1])))

@@ -4,7 +4,13 @@ Implements the supernet of Xu et al., "Dynamic Encoder Size Based on Data-Driven
 Pruning for Speech Recognition" (Interspeech 2024): every Conformer block has four prunable
 modules (macaron FFN, MHSA, conv, FFN); module j of a block with gate z computes
 ``x <- x + c_j * z * f_j(x)`` (c = 0.5 for the FFNs, 1 otherwise) and a module with z = 0 is
-not run at all. The block's final LayerNorm always stays.
+not run at all. The block's final LayerNorm stays while any of its modules runs; a block with
+all four modules off is skipped entirely, like a layer of a shallower Conformer.
+
+Component-wise elasticity (OrthoSoftmax, Xu et al., ICASSP 2025): with ``ffn_chunks`` > 1
+and ``prune_heads`` a subnet may keep some FFN hidden chunks and attention heads of a
+module; it then computes with the sliced weights (see ``elastic_feed_forward`` and
+``elastic_attention``), not with masks on full-size results.
 
 The class extends ESPnet's ``ConformerEncoder`` and keeps its parameter names
 (``encoders.N.feed_forward_macaron...``), so a stock Conformer state dict loads with
@@ -22,16 +28,19 @@ from espnet.nets.pytorch_backend.transformer.subsampling import (
 )
 from typeguard import typechecked
 
+from espnet_supernet.nets.elastic_attention import check_sliceable, elastic_self_attention
+from espnet_supernet.nets.elastic_feed_forward import elastic_feed_forward
 from espnet_supernet.nets.subnet_space import (
     MODULE_TYPES,
+    UnitLayout,
     build_subnet_table,
-    check_mask,
     num_modules,
 )
 from espnet_supernet.nets.switchable_batch_norm import SwitchableBatchNorm1d
+from espnet_supernet.nets.unit_gates import Gate, UnitSlice, is_skipped
 
-Gate = Union[float, torch.Tensor]
 BN_STATS = ("per_size", "shared")
+__all__ = ["FrontendOutput", "Gate", "SupernetConformerEncoder"]
 
 
 class FrontendOutput(NamedTuple):
@@ -59,11 +68,19 @@ class SupernetConformerEncoder(ConformerEncoder):
         subnet_sizes: named sizes as module counts, e.g. ``[16, 32, 48]``; each is built
             with ``subnet_rule``. Default: only the full network.
         subnet_masks: explicit 0/1 masks by name (length 4 * num_blocks, block order
-            macaron FFN, MHSA, conv, FFN); override sizes of the same name.
+            macaron FFN, MHSA, conv, FFN; or one value per unit, see ``ffn_chunks``);
+            override sizes of the same name.
         subnet_rule: ``"layers"`` (whole blocks evenly spread) or ``"modules"`` (modules
             evenly spread), see :mod:`espnet_supernet.nets.subnet_space`.
+        subnet_names: named subnets that start as the full network and are filled by a
+            learned selection (set by the task for OrthoSoftmax's budgets).
         bn_stats: ``"per_size"`` keeps BatchNorm statistics per named subnet,
             ``"shared"`` uses one set for all (the stock behaviour).
+        ffn_chunks: split each FFN's hidden layer into this many prunable chunks
+            (``linear_units`` must divide evenly; 1 = whole modules only).
+        prune_heads: make each attention head a prunable unit.
+        adaptive_ffn_dropout: scale an FFN's hidden dropout by its fraction of kept
+            chunks (OrthoSoftmax's adaptive FF dropout).
     """
 
     @typechecked
@@ -102,7 +119,11 @@ class SupernetConformerEncoder(ConformerEncoder):
         subnet_sizes: Optional[List[int]] = None,
         subnet_masks: Optional[Dict[str, List[int]]] = None,
         subnet_rule: str = "layers",
+        subnet_names: Optional[List[str]] = None,
         bn_stats: str = "per_size",
+        ffn_chunks: int = 1,
+        prune_heads: bool = False,
+        adaptive_ffn_dropout: bool = True,
     ):
         unsupported = {
             "interctc_layer_idx": bool(interctc_layer_idx),
@@ -127,6 +148,11 @@ class SupernetConformerEncoder(ConformerEncoder):
             )
         if bn_stats not in BN_STATS:
             raise ValueError(f"bn_stats must be one of {BN_STATS}, got {bn_stats!r}")
+        if ffn_chunks < 1 or linear_units % ffn_chunks:
+            raise ValueError(f"ffn_chunks must divide linear_units={linear_units}, got "
+                             f"{ffn_chunks}")
+        if ffn_chunks > 1 and positionwise_layer_type != "linear":
+            raise ValueError("ffn_chunks > 1 needs positionwise_layer_type: linear")
         super().__init__(
             input_size=input_size,
             output_size=output_size,
@@ -156,7 +182,14 @@ class SupernetConformerEncoder(ConformerEncoder):
         self.input_size = input_size
         self.num_blocks = num_blocks
         self.bn_stats = bn_stats
-        table = build_subnet_table(num_blocks, subnet_sizes, subnet_masks, subnet_rule)
+        self.adaptive_ffn_dropout = adaptive_ffn_dropout
+        if prune_heads:
+            check_sliceable(self.encoders[0].self_attn)
+        self.layout = UnitLayout(
+            (ffn_chunks, attention_heads if prune_heads else 1, 1, ffn_chunks), num_blocks
+        )
+        table = build_subnet_table(self.layout, subnet_sizes, subnet_masks, subnet_rule,
+                                   subnet_names)
         self.subnet_names: List[str] = list(table)
         # Persistent so that learned masks travel with the checkpoint.
         self.register_buffer(
@@ -174,8 +207,9 @@ class SupernetConformerEncoder(ConformerEncoder):
         self._register_load_state_dict_pre_hook(self._keep_table_if_missing)
         self.register_load_state_dict_post_hook(lambda module, keys: module._after_load())
         self._mask_rows: List[List[int]] = []
+        self._gate_cache: Dict[Tuple[int, ...], List[Gate]] = {}
         self._cache_rows()
-        self._active_mask: List[int] = [1] * num_modules(num_blocks)
+        self._active_mask: List[int] = [1] * self.layout.num_units
         self._active_slot: Optional[int] = None
         self._size_statistics = True
         self.set_subnet(None)
@@ -186,8 +220,13 @@ class SupernetConformerEncoder(ConformerEncoder):
         """M = 4 x num_blocks prunable modules."""
         return num_modules(self.num_blocks)
 
+    @property
+    def num_units(self) -> int:
+        """N prunable units (= M without ``ffn_chunks`` / ``prune_heads``)."""
+        return self.layout.num_units
+
     def subnet_mask(self, name: str) -> List[int]:
-        """The 0/1 mask of a named subnet (a copy)."""
+        """The 0/1 unit mask (length N) of a named subnet (a copy)."""
         if name not in self.subnet_names:
             raise KeyError(
                 f"unknown subnet {name!r}; this supernet has {', '.join(self.subnet_names)}"
@@ -197,12 +236,14 @@ class SupernetConformerEncoder(ConformerEncoder):
     def _cache_rows(self) -> None:
         """Mirror ``subnet_mask_table`` as Python lists (no device sync per switch)."""
         self._mask_rows = [[int(v) for v in row] for row in self.subnet_mask_table.tolist()]
+        self._gate_cache.clear()
 
     def set_subnet_masks(self, masks: Dict[str, Sequence[float]]) -> None:
-        """Overwrite the masks of existing named subnets (used by selection methods)."""
+        """Overwrite the masks (module or unit level) of existing named subnets (used by
+        selection methods)."""
         for name, mask in masks.items():
             self.subnet_mask(name)  # raises on an unknown name
-            row = check_mask(mask, self.num_modules)
+            row = self.layout.as_units(mask)
             self.subnet_mask_table[self.subnet_names.index(name)] = torch.tensor(row)
         self._cache_rows()
         self.set_subnet(self._active_mask)
@@ -212,11 +253,12 @@ class SupernetConformerEncoder(ConformerEncoder):
 
         Args:
             mask: M = 4 x num_blocks values in {0, 1} (block 0: macaron FFN, MHSA, conv,
-                FFN; then block 1, ...), or None for every module on. A mask equal to a
-                named subnet's also selects that subnet's BatchNorm statistics.
+                FFN; then block 1, ...), or N values, one per unit (see ``layout``), or
+                None for every module on. A mask equal to a named subnet's also selects
+                that subnet's BatchNorm statistics.
         """
         full = mask is None
-        mask = [1] * self.num_modules if full else check_mask(mask, self.num_modules)
+        mask = [1] * self.num_units if full else self.layout.as_units(mask)
         slot = None
         if self.bn_stats == "per_size" and self._size_statistics and mask in self._mask_rows:
             slot = self._mask_rows.index(mask)
@@ -243,8 +285,40 @@ class SupernetConformerEncoder(ConformerEncoder):
 
     @property
     def active_mask(self) -> List[int]:
-        """The active 0/1 mask (a copy)."""
+        """The active 0/1 unit mask (a copy)."""
         return list(self._active_mask)
+
+    def gates(self, mask: Sequence[int]) -> List[Gate]:
+        """The M module gates of a unit mask: 0 (skipped), 1 (whole module) or a
+        :class:`UnitSlice` of the kept units (cached per mask)."""
+        key = tuple(int(v) for v in mask)
+        if key not in self._gate_cache:
+            gates: List[Gate] = []
+            for m in range(self.num_modules):
+                a, b = self.layout.module_span(m)
+                kept = [u for u in range(b - a) if key[a + u]]
+                if len(kept) in (0, b - a):
+                    gates.append(1 if kept else 0)
+                    continue
+                width = self._unit_width(m % len(MODULE_TYPES))
+                rows = [u * width + i for u in kept for i in range(width)]
+                device = next(self.parameters()).device
+                gates.append(UnitSlice(torch.tensor(rows, device=device),
+                                       torch.tensor(kept, device=device),
+                                       len(kept) / (b - a)))
+            self._gate_cache[key] = gates
+        return list(self._gate_cache[key])
+
+    def _apply(self, fn, *args, **kwargs):
+        self._gate_cache.clear()  # cached unit indices live on the old device
+        return super()._apply(fn, *args, **kwargs)
+
+    def _unit_width(self, kind: int) -> int:
+        """Hidden rows per unit of module type ``kind`` (FFN chunk or head width)."""
+        if MODULE_TYPES[kind] == "mhsa":
+            return self.encoders[0].self_attn.d_k
+        units = self.layout.per_module[kind]
+        return self.encoders[0].feed_forward.w_1.out_features // units
 
     def _after_load(self) -> None:
         """Loaded masks may differ: refresh the cache and the active BN slot."""
@@ -294,14 +368,16 @@ class SupernetConformerEncoder(ConformerEncoder):
 
         Args:
             front: output of :meth:`forward_frontend`.
-            gates: M gates; 0 skips the module (its forward is never called), 1 runs it
-                plainly, a tensor scales its output (soft gates of selection methods).
-                Default: the active mask.
+            gates: M gates (see :mod:`espnet_supernet.nets.unit_gates`): 0 skips the
+                module (its forward is never called), 1 runs it plainly, a scalar tensor
+                scales its output, a per-unit tensor weights its units (soft gates of
+                selection methods), a ``UnitSlice`` runs the kept units with sliced
+                weights. Default: the active mask's gates.
 
         Returns:
             encoder output (B, T', D) and its lengths (B,).
         """
-        gates = self._active_mask if gates is None else gates
+        gates = self.gates(self._active_mask) if gates is None else gates
         if len(gates) != self.num_modules:
             raise ValueError(f"expected {self.num_modules} gates, got {len(gates)}")
         xs = front.xs
@@ -321,24 +397,35 @@ class SupernetConformerEncoder(ConformerEncoder):
         masks: torch.Tensor,
         gates: Sequence[Gate],
     ) -> torch.Tensor:
-        """One Conformer block (ESPnet's ``EncoderLayer`` weights) with gated modules."""
+        """One Conformer block (ESPnet's ``EncoderLayer`` weights) with gated modules.
+
+        The final LayerNorm stays whenever a module of the block runs; a block whose four
+        gates are all hard zeros is skipped entirely (identity, no compute), so a subnet of
+        whole blocks is exactly a shallower stock Conformer.
+        """
+        if all(is_skipped(g) for g in gates):
+            return x
         modules = (
             (layer.norm_ff_macaron, layer.feed_forward_macaron, layer.ff_scale),
             (layer.norm_mha, None, 1.0),
             (layer.norm_conv, layer.conv_module, 1.0),
             (layer.norm_ff, layer.feed_forward, layer.ff_scale),
         )
-        for (norm, module, scale), gate in zip(modules, gates):
-            if not isinstance(gate, torch.Tensor) and gate == 0:
+        for kind, ((norm, module, scale), gate) in enumerate(zip(modules, gates)):
+            if is_skipped(gate):
                 continue
             h = norm(x) if self.normalize_before else x
-            if module is not None:
-                h = module(h)
-            elif pos_emb is not None:
-                h = layer.self_attn(h, h, h, pos_emb, masks)
+            if module is None:
+                h = elastic_self_attention(layer.self_attn, h, pos_emb, masks, gate)
+            elif kind in (0, 3):
+                h = elastic_feed_forward(module, h, gate, self.adaptive_ffn_dropout)
             else:
-                h = layer.self_attn(h, h, h, masks)
-            if isinstance(gate, torch.Tensor) or gate != 1:
+                h = module(h)
+            if isinstance(gate, UnitSlice):
+                scale = scale * gate.scale
+            elif isinstance(gate, torch.Tensor):
+                scale = scale * gate if gate.dim() == 0 else scale
+            elif gate != 1:
                 scale = scale * gate
             x = x + scale * layer.dropout(h)
             if not self.normalize_before:

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from espnet_supernet.nets.supernet_conformer_encoder import Gate
+from espnet_supernet.nets.unit_gates import Gate
 
 
 class AbsSelection(torch.nn.Module, ABC):
@@ -69,6 +69,15 @@ class AbsSelection(torch.nn.Module, ABC):
         self.register_buffer("total_steps", torch.tensor(steps, dtype=torch.long))
         self.register_buffer("frozen", torch.tensor(not self.learned))
 
+    @classmethod
+    def subnet_names_from_conf(cls, conf: Dict) -> Optional[List[str]]:
+        """Named subnets a method defines itself from its ``selection_conf`` (e.g.
+        OrthoSoftmax's budgets), or None to use the sizes of ``encoder_conf``."""
+        return None
+
+    def bind_encoder(self, encoder: torch.nn.Module) -> None:
+        """Called by the task once the encoder exists (e.g. to read its costs)."""
+
     # ------------------------------------------------------------------ schedule
     def plan_steps(self, steps_per_epoch: int, max_epoch: int) -> int:
         """Fix step 1's length from the epoch size (first call wins; kept on resume)."""
@@ -110,6 +119,10 @@ class AbsSelection(torch.nn.Module, ABC):
 
     def after_step(self, step: int) -> None:
         """Called after the forward of step-1 ``step`` (e.g. to zero out modules)."""
+
+    def report_fields(self) -> Dict:
+        """Method-specific entries of ``selection.yaml`` (e.g. budgets)."""
+        return {}
 
     def scores(self) -> Optional[torch.Tensor]:
         """The learned scores (M,), or None."""

@@ -1,32 +1,61 @@
 """``selection.yaml`` and the mask heatmap written when a selection freezes its masks."""
 
 import os
-from typing import Dict
+from typing import Dict, List, Sequence
 
 import torch
 import yaml
 
-from espnet_supernet.nets.subnet_cost import subnet_flops_per_second, subnet_params
-from espnet_supernet.nets.subnet_space import MODULE_TYPES
+from espnet_supernet.nets.subnet_cost import flops_table, params_table
+from espnet_supernet.nets.subnet_space import MODULE_TYPES, UnitLayout
 from espnet_supernet.selection.abs_selection import AbsSelection
 
 
+def kept_components(layout: UnitLayout, units: Sequence[int]) -> List[str]:
+    """Kept modules, with the kept chunks / heads of partially kept ones, e.g.
+    ``block0.conv``, ``block1.mhsa[heads 0,3]``, ``block2.ffn[chunks 1]``."""
+    out = []
+    for m in range(layout.num_modules):
+        a, b = layout.module_span(m)
+        kept = [u for u in range(b - a) if units[a + u]]
+        if not kept:
+            continue
+        name = f"block{m // len(MODULE_TYPES)}.{MODULE_TYPES[m % len(MODULE_TYPES)]}"
+        if len(kept) < b - a:
+            label = "heads" if MODULE_TYPES[m % len(MODULE_TYPES)] == "mhsa" else "chunks"
+            name += f"[{label} {','.join(map(str, kept))}]"
+        out.append(name)
+    return out
+
+
 def selection_summary(selection: AbsSelection, encoder: torch.nn.Module) -> Dict:
-    """Scores, ranking and each named size's mask with its params and FLOPs."""
+    """Scores, ranking and each named size's mask with its components, params and FLOPs."""
+    layout: UnitLayout = encoder.layout
+    params, flops = params_table(encoder), flops_table(encoder)
     scores = selection.scores()
-    n = len(MODULE_TYPES)
     sizes = {}
     for name, mask in selection.masks().items():
-        sizes[name] = dict(
-            modules=int(sum(mask)),
+        units = layout.as_units(mask)
+        modules = layout.modules_of(units)
+        row = dict(modules=int(sum(modules)))
+        if layout.num_units != layout.num_modules:
+            row["units"] = int(sum(units))
+        row.update(
             mask=[int(v) for v in mask],
-            kept=[f"block{j // n}.{MODULE_TYPES[j % n]}" for j, v in enumerate(mask) if v],
-            encoder_params=int(subnet_params(encoder, mask)),
-            encoder_gflops_per_sec=round(subnet_flops_per_second(encoder, mask) / 1e9, 4),
+            module_fraction=[round(sum(units[a:b]) / (b - a), 4)
+                             for a, b in map(layout.module_span, range(layout.num_modules))],
+            kept=kept_components(layout, units),
+            encoder_params=int(params.subnet(units)),
+            params_fraction=round(params.subnet(units) / params.total, 4),
+            encoder_gflops_per_sec=round(flops.subnet(units) / 1e9, 4),
+            flops_fraction=round(flops.subnet(units) / flops.total, 4),
         )
+        sizes[name] = row
     return dict(
         method=type(selection).__name__,
         module_order=list(MODULE_TYPES),
+        units_per_module=dict(zip(MODULE_TYPES, layout.per_module)),
+        **selection.report_fields(),
         scores=None if scores is None else [round(float(v), 5) for v in scores.detach()],
         ranking=[int(j) for j in selection.ranking()],
         sizes=sizes,
@@ -45,16 +74,22 @@ def plot_masks(summary: Dict, path: str) -> None:
     scores = summary["scores"]
     fig, axes = plt.subplots(1, len(sizes), figsize=(2.2 * len(sizes) + 1, 4), squeeze=False)
     for ax, (name, row) in zip(axes[0], sizes.items()):
-        mask = torch.tensor(row["mask"], dtype=torch.float).view(-1, n)
-        ax.imshow(mask.numpy(), cmap="Greens", vmin=0, vmax=1.3, aspect="auto")
-        if scores is not None:
+        kept = torch.tensor(row["module_fraction"], dtype=torch.float).view(-1, n)
+        ax.imshow(kept.numpy(), cmap="Greens", vmin=0, vmax=1.3, aspect="auto")
+        if scores is not None and len(scores) == kept.numel():
             for j, value in enumerate(scores):
                 ax.text(j % n, j // n, f"{value:.2g}", ha="center", va="center", fontsize=6)
+        elif kept.numel() and (0 < kept).logical_and(kept < 1).any():
+            for j, value in enumerate(row["module_fraction"]):
+                if 0 < value < 1:
+                    ax.text(j % n, j // n, f"{value:.2g}", ha="center", va="center",
+                            fontsize=6)
         ax.set_title(f"size {name} ({row['encoder_params'] / 1e6:.2f}M)", fontsize=9)
         ax.set_xticks(range(n), [t.replace("_", "\n") for t in MODULE_TYPES], fontsize=7)
-        ax.set_yticks(range(mask.size(0)))
+        ax.set_yticks(range(kept.size(0)))
         ax.set_ylabel("block")
-    fig.suptitle(f"{summary['method']}: kept modules per size (text: scores)", fontsize=10)
+    fig.suptitle(f"{summary['method']}: kept modules (colour: fraction of units) per size",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

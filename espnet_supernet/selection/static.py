@@ -4,7 +4,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 
-from espnet_supernet.nets.supernet_conformer_encoder import Gate
+from espnet_supernet.nets.unit_gates import Gate
 from espnet_supernet.selection.abs_selection import AbsSelection, stable_ranking
 
 

@@ -29,6 +29,7 @@ from espnet_supernet.selection.abs_selection import AbsSelection  # noqa: E402
 from espnet_supernet.selection.iterative_zero_out import (  # noqa: E402
     IterativeZeroOutSelection,
 )
+from espnet_supernet.selection.ortho_softmax import OrthoSoftmaxSelection  # noqa: E402
 from espnet_supernet.selection.simple_topk import SimpleTopKSelection  # noqa: E402
 from espnet_supernet.selection.static import StaticSelection  # noqa: E402
 from espnet_supernet.train.supernet_asr_model import SupernetASRModel  # noqa: E402
@@ -55,6 +56,7 @@ selection_choices = ClassChoices(
         static=StaticSelection,
         simple_topk=SimpleTopKSelection,
         iterative_zero_out=IterativeZeroOutSelection,
+        ortho_softmax=OrthoSoftmaxSelection,
     ),
     type_check=AbsSelection,
     default="static",
@@ -69,18 +71,47 @@ class SupernetASRTask(espnet_asr.ASRTask):
 
     @classmethod
     def build_model(cls, args: argparse.Namespace) -> ESPnetASRModel:
-        """ESPnet's model, plus the selection method for a ``supernet`` model."""
-        model = super().build_model(args)
+        """ESPnet's model, plus the selection method for a ``supernet`` model.
+
+        A method that defines the named subnets itself (OrthoSoftmax's budgets) gets them
+        into ``encoder_conf`` (``subnet_names``) before the encoder is built.
+        """
         name = getattr(args, "selection", None) or "static"
         selection_class = selection_choices.get_class(name)
+        conf = getattr(args, "selection_conf", None) or {}
+        names = selection_class.subnet_names_from_conf(conf)
+        if names is not None:
+            args.encoder_conf = cls._with_subnet_names(dict(args.encoder_conf or {}), names,
+                                                       name)
+        model = super().build_model(args)
         if isinstance(model, SupernetASRModel):
-            masks = {n: model.encoder.subnet_mask(n) for n in model.subnet_names}
-            conf = getattr(args, "selection_conf", None) or {}
-            model.set_selection(selection_class(masks, **conf),
-                                output_dir=getattr(args, "output_dir", None))
+            encoder = model.encoder
+            unit_level = names is not None and conf.get("granularity", "component") != "layer"
+            masks = {n: (encoder.subnet_mask(n) if unit_level
+                         else encoder.layout.modules_of(encoder.subnet_mask(n)))
+                     for n in model.subnet_names}
+            selection = selection_class(masks, **conf)
+            selection.bind_encoder(encoder)
+            model.set_selection(selection, output_dir=getattr(args, "output_dir", None))
         elif name != "static":
             raise ValueError(f"selection: {name} needs model: supernet")
         return model
+
+    @staticmethod
+    def _with_subnet_names(encoder_conf: dict, names: List[str], selection: str) -> dict:
+        """``encoder_conf`` whose named subnets are ``names`` (idempotent)."""
+        given = [k for k in ("subnet_sizes", "subnet_masks") if encoder_conf.get(k)]
+        if given:
+            raise ValueError(
+                f"selection: {selection} names the subnets after its budgets {names}; "
+                f"remove {' and '.join(given)} from encoder_conf"
+            )
+        current = encoder_conf.get("subnet_names")
+        if current is not None and [str(n) for n in current] != names:
+            raise ValueError(f"encoder_conf subnet_names {current} differ from the "
+                             f"selection's budgets {names}")
+        encoder_conf["subnet_names"] = names
+        return encoder_conf
 
     @classmethod
     def build_optimizers(

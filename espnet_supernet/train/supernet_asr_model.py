@@ -22,7 +22,7 @@ from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 from typeguard import typechecked
 
-from espnet_supernet.nets.supernet_conformer_encoder import Gate
+from espnet_supernet.nets.unit_gates import Gate, is_skipped, scale_gate
 from espnet_supernet.nets.switchable_linear import SwitchableLinear
 from espnet_supernet.selection.abs_selection import AbsSelection
 from espnet_supernet.selection.report import write_selection_report
@@ -53,6 +53,11 @@ class SupernetASRModel(ESPnetASRModel):
         stochastic_depth_rate: in the largest subnet's pass, each module outside the
             smallest subnet is skipped with this probability (its output scaled by
             1 / (1 - p) when kept); 0.3-0.4 in Dynamic Encoder Size's step 2.
+        largest_warmup_steps: the first N updates train only the largest subnet, the
+            sandwich rule starts after them (Once-for-All, Cai et al. 2020, trains the full
+            network before sampling subnets). The other slots' stats are NaN meanwhile, so
+            every step reports the same keys. With a learned selection, whose step 1
+            trains the whole supernet anyway, leave it at 0.
 
     The selection method (``AbsSelection``) is attached by the task (``set_selection``);
     without one the configured masks are used from the start.
@@ -76,6 +81,7 @@ class SupernetASRModel(ESPnetASRModel):
         inplace_kd_weight: float = 0.0,
         sandwich_seed: int = 0,
         stochastic_depth_rate: float = 0.0,
+        largest_warmup_steps: int = 0,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -98,6 +104,9 @@ class SupernetASRModel(ESPnetASRModel):
         if not 0.0 <= stochastic_depth_rate < 1.0:
             raise ValueError(f"stochastic_depth_rate must be in [0, 1), got {stochastic_depth_rate}")
         self.stochastic_depth_rate = stochastic_depth_rate
+        if largest_warmup_steps < 0:
+            raise ValueError(f"largest_warmup_steps must be >= 0, got {largest_warmup_steps}")
+        self.largest_warmup_steps = largest_warmup_steps
         self.selection: Optional[AbsSelection] = None
         self.selection_output_dir: Optional[str] = None
         if per_size_ctc:
@@ -181,15 +190,16 @@ class SupernetASRModel(ESPnetASRModel):
         p = self.stochastic_depth_rate
         if p == 0.0 or len(self.subnet_names) < 2:
             return None
-        largest = self.encoder.subnet_mask(self.subnet_names[-1])
-        smallest = self.encoder.subnet_mask(self.subnet_names[0])
+        encoder = self.encoder
+        largest = encoder.gates(encoder.subnet_mask(self.subnet_names[-1]))
+        smallest = encoder.layout.modules_of(encoder.subnet_mask(self.subnet_names[0]))
         rng = random.Random((self.sandwich_seed + 1) * 2_000_003 + step)
         gates: List[Gate] = []
-        for keep, core in zip(largest, smallest):
-            if not keep or core:
-                gates.append(keep)
+        for gate, core in zip(largest, smallest):
+            if is_skipped(gate) or core:
+                gates.append(gate)
             else:
-                gates.append(0 if rng.random() < p else 1.0 / (1.0 - p))
+                gates.append(0 if rng.random() < p else scale_gate(gate, 1.0 / (1.0 - p)))
         return gates
 
     def training_plan(self, step: int) -> Tuple[List[PlanEntry], Optional[torch.Tensor], Stats]:
@@ -199,10 +209,15 @@ class SupernetASRModel(ESPnetASRModel):
             plan = [("super", None, None, 1.0), ("sub", None, gates, self.selection.subnet_weight)]
             return plan, self.selection.regularizer(step), stats
         plan = [(slot, name, None, weight) for slot, name, weight in self.sandwich_plan(step)]
+        stats: Stats = {}
+        if step < self.largest_warmup_steps:
+            nan = torch.tensor(float("nan"))
+            stats = {f"loss_{slot}": nan for slot, _, _, _ in plan[1:]}
+            plan = plan[:1]
         depth_gates = self.stochastic_depth_gates(step)
         if depth_gates is not None:
             plan[0] = (plan[0][0], plan[0][1], depth_gates, plan[0][3])
-        return plan, None, {}
+        return plan, None, stats
 
     def validation_plan(self) -> List[PlanEntry]:
         """Every named size, equally weighted (in step 1 with the current top-k masks)."""

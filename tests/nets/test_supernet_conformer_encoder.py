@@ -8,7 +8,7 @@ from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
 from torch.utils.flop_counter import FlopCounterMode
 
 from tiny_models import TINY_ENCODER
-from espnet_supernet.nets.subnet_cost import module_params, subnet_params
+from espnet_supernet.nets.subnet_cost import params_table, subnet_params
 from espnet_supernet.nets.supernet_conformer_encoder import SupernetConformerEncoder
 
 POS_VARIANTS = {
@@ -158,18 +158,53 @@ def test_soft_gates_scale_module_outputs_and_pass_gradients(feats):
     out, _ = enc.forward_subnet(front, gates=gates)
     out.sum().backward()
     assert all(g.grad is not None and g.grad.abs() > 0 for g in gates)
+    # Hard zeros skip whole blocks (identity); soft zeros still apply each final norm.
     zero, _ = enc.forward_subnet(front, gates=[0] * 12)
-    skipped, _ = enc.forward_subnet(front, gates=[torch.tensor(0.0)] * 12)
-    assert torch.allclose(zero, skipped, atol=1e-6)
+    assert torch.allclose(zero, enc.after_norm(front.xs), atol=1e-6)
+    soft, _ = enc.forward_subnet(front, gates=[torch.tensor(0.0)] * 12)
+    x = front.xs
+    for layer in enc.encoders:
+        x = layer.norm_final(x)
+    assert torch.allclose(soft, enc.after_norm(x), atol=1e-6)
+
+
+def test_subnet_of_whole_blocks_equals_a_shallower_stock_conformer(feats):
+    _, enc = _pair()
+    enc.set_named_subnet("8")  # blocks 1 and 2 of 3
+    kept = [1, 2]
+    stock = ConformerEncoder(**{**TINY_ENCODER, "num_blocks": 2}).eval()
+    state = {}
+    for key, value in enc.state_dict().items():
+        if key.startswith("encoders."):
+            block, rest = key.split(".", 2)[1:]
+            if int(block) not in kept:
+                continue
+            key = f"encoders.{kept.index(int(block))}.{rest}"
+        state[key] = value
+    slot = enc.subnet_names.index("8")
+    for i, b in enumerate(kept):  # the size's own BatchNorm statistics
+        norm = enc.encoders[b].conv_module.norm
+        state[f"encoders.{i}.conv_module.norm.running_mean"] = norm.slot_running_mean[slot]
+        state[f"encoders.{i}.conv_module.norm.running_var"] = norm.slot_running_var[slot]
+    stock.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        out, _, _ = enc(*feats)
+        ref, _, _ = stock(*feats)
+    assert (out - ref).abs().max() < 1e-5
+    assert subnet_params(enc, enc.subnet_mask("8")) == sum(p.numel() for p in stock.parameters())
 
 
 def test_param_counts_add_up():
     _, enc = _pair()
-    fixed, per_module = module_params(enc)
+    table = params_table(enc)
+    fixed, per_module = table.fixed, [m.per_unit for m in table.modules]
+    assert all(m.overhead == 0 for m in table.modules)  # whole modules: one unit each
     total = sum(p.numel() for p in enc.parameters())
-    assert fixed + sum(per_module) == total
+    block = table.block_overhead  # a kept block's final norm
+    assert block == 2 * 16
+    assert fixed + 3 * block + sum(per_module) == total
     assert subnet_params(enc, [1] * 12) == total
-    assert subnet_params(enc, enc.subnet_mask("4")) == fixed + sum(per_module[8:])
+    assert subnet_params(enc, enc.subnet_mask("4")) == fixed + block + sum(per_module[8:])
     # macaron FFN and FFN have the same size; conv and MHSA differ from them
     assert per_module[0] == per_module[3]
 

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from espnet_supernet.selection.iterative_zero_out import IterativeZeroOutSelection
+from espnet_supernet.selection.ortho_softmax import OrthoSoftmaxSelection
 from espnet_supernet.selection.simple_topk import SimpleTopKSelection
 from espnet_supernet.selection.static import StaticSelection
 from espnet_supernet.tasks.asr import SupernetASRTask
@@ -14,7 +15,8 @@ from espnet_supernet.tasks.asr import SupernetASRTask
 CONF = Path(__file__).resolve().parents[2] / "egs2/librispeech/supernet/conf"
 CONFIGS = sorted(p.name for p in CONF.glob("train_*.yaml")) + sorted(
     f"tuning/{p.name}" for p in (CONF / "tuning").glob("train_*.yaml"))
-METHOD = {"simple_topk": SimpleTopKSelection, "iterative_zero_out": IterativeZeroOutSelection}
+METHOD = {"simple_topk": SimpleTopKSelection, "iterative_zero_out": IterativeZeroOutSelection,
+          "ortho_softmax": OrthoSoftmaxSelection}
 
 
 def build(config: str, tmp_path):
@@ -39,10 +41,22 @@ def test_config_builds_with_its_selection(config, tmp_path):
     if method == "static":
         assert len(groups) == 1
     else:
-        assert len(groups) == 2 and groups[1]["params"] == [model.selection.score]
+        assert len(groups) == 2 and groups[1]["params"] == list(model.selection.parameters())
         assert groups[1]["lr"] == args.selection_conf["score_lr"]
         n_model = sum(p.numel() for p in model.parameters())
         assert sum(p.numel() for g in groups for p in g["params"]) == n_model
+
+
+def test_ortho_softmax_budgets_name_the_subnets(tmp_path):
+    args, model = build("train_supernet_conformer_demo_ortho_softmax.yaml", tmp_path)
+    assert model.subnet_names == ["0.55", "0.78", "1.0"]
+    assert args.encoder_conf["subnet_names"] == model.subnet_names  # lands in config.yaml
+    assert model.selection.score_matrix.shape == (78, 78)  # 6 blocks x (4 + 4 + 1 + 4)
+    again = SupernetASRTask.build_model(args)  # rebuilding from the saved args works
+    assert again.subnet_names == model.subnet_names
+    args.encoder_conf["subnet_sizes"] = [8, 16]
+    with pytest.raises(ValueError, match="remove subnet_sizes"):
+        SupernetASRTask.build_model(args)
 
 
 def test_selection_needs_a_supernet_model(tmp_path):

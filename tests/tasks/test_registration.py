@@ -25,7 +25,7 @@ def test_train_help_lists_registered_names_without_nltk_noise():
         capture_output=True, text=True, check=True,
     )
     assert "supernet_conformer" in out.stdout and "supernet}" in out.stdout
-    assert "{static,simple_topk,iterative_zero_out}" in out.stdout
+    assert "{static,simple_topk,iterative_zero_out,ortho_softmax}" in out.stdout
     assert "nltk_data" not in out.stderr
 
 

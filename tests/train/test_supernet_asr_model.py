@@ -48,6 +48,24 @@ def test_training_step_finite_loss_gradients_and_slot_stats(batch):
     assert int(model.sandwich_step) == 1
 
 
+def test_largest_warmup_trains_only_the_largest_then_sandwich(batch):
+    model = make_model(largest_warmup_steps=1)
+    model.train()
+    ran = []
+    model.encoder.encoders[0].feed_forward.register_forward_hook(lambda *a: ran.append(0))
+    model.encoder.encoders[2].feed_forward.register_forward_hook(lambda *a: ran.append(2))
+    loss, stats, _ = model(**batch)  # step 0: warm-up, only the largest
+    assert ran == [0, 2]
+    assert torch.allclose(loss, stats["loss_max"])
+    assert torch.isnan(stats["loss_min"]) and torch.isnan(stats["loss_rand0"])
+    ran.clear()
+    _, stats2, _ = model(**batch)  # step 1: sandwich (max, min, middle)
+    assert ran.count(2) == 3 and set(stats2) == set(stats)
+    assert torch.isfinite(stats2["loss_min"])
+    with pytest.raises(ValueError, match="largest_warmup_steps"):
+        make_model(largest_warmup_steps=-1)
+
+
 def test_validation_reports_every_size(batch):
     model = make_model(decoder=True).eval()
     with torch.no_grad():

@@ -29,6 +29,7 @@ token_type=bpe           # bpe or char
 nbpe=300; bpemode=unigram
 asr_config=""; inference_config=""
 asr_tag=""; asr_args=""
+asr_stats_dir=""         # default: $expdir/asr_stats_<token tag>
 inference_asr_model=valid.loss.ave.pth
 bn_calibration_batches=20  # re-estimate each size's BatchNorm statistics (0: off)
 inference_args=""
@@ -45,6 +46,8 @@ Options (default):
   --token_type ($token_type)  bpe (sentencepiece) or char
   --nbpe ($nbpe) --bpemode ($bpemode)  for --token_type bpe
   --asr_config  training config  --asr_args  extra training arguments  --asr_tag  exp name
+  --asr_stats_dir  stage 10 output (default: \$expdir/asr_stats_<token tag>); give each
+      frontend setting (e.g. n_mels) its own
   --inference_config  decoding config  --inference_args  extra decoding arguments
   --inference_asr_model ($inference_asr_model)
   --bn_calibration_batches ($bn_calibration_batches)  training batches per size for
@@ -67,7 +70,7 @@ bpemodel=${token_listdir}/bpe.model
 token_list=${token_listdir}/tokens.txt
 [ -n "$asr_tag" ] || asr_tag=$(basename "${asr_config%.*}")
 asr_exp=${expdir}/asr_${asr_tag}
-asr_stats_dir=${expdir}/asr_stats_${token_tag}
+[ -n "$asr_stats_dir" ] || asr_stats_dir=${expdir}/asr_stats_${token_tag}
 data_opts=(--use_preprocessor true --token_type $token_type --token_list "$token_list"
            --cleaner none --g2p none)
 [ $token_type = bpe ] && data_opts+=(--bpemodel "$bpemodel")

@@ -1,0 +1,99 @@
+"""Self-attention with prunable heads (component-wise elasticity).
+
+OrthoSoftmax (Xu et al., ICASSP 2025) prunes attention per head: head ``h`` is a slice of
+the q/k/v projections' rows (and, with relative positions, of the position projection and
+the two position biases) and of the output projection's columns. A subnet that keeps some
+heads projects, attends and mixes with the sliced weights only.
+
+Supported: ESPnet's ``MultiHeadedAttention`` (``selfattn``) and
+``RelPositionMultiHeadedAttention`` (``rel_selfattn`` with ``rel_pos_type: latest``).
+"""
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from espnet.nets.pytorch_backend.transformer.attention import (
+    MultiHeadedAttention,
+    RelPositionMultiHeadedAttention,
+)
+
+from espnet_supernet.nets.unit_gates import Gate, UnitSlice
+
+SLICEABLE_ATTENTION = (MultiHeadedAttention, RelPositionMultiHeadedAttention)
+
+
+def check_sliceable(att: torch.nn.Module) -> None:
+    """Raise unless ``att`` is an attention class whose heads can be sliced."""
+    if type(att) not in SLICEABLE_ATTENTION or getattr(att, "use_sdpa", False):
+        raise ValueError(
+            f"prune_heads supports selfattention_layer_type selfattn or rel_selfattn with "
+            f"rel_pos_type latest; got {type(att).__name__}"
+        )
+
+
+def elastic_self_attention(
+    att: MultiHeadedAttention,
+    x: torch.Tensor,
+    pos_emb: Optional[torch.Tensor],
+    mask: torch.Tensor,
+    gate: Gate,
+) -> torch.Tensor:
+    """Self-attention of (B, T, D) with head gates.
+
+    Args:
+        att: the attention module (weights shared by every subnet).
+        x: query = key = value input (B, T, D).
+        pos_emb: relative positional embedding (1, 2T-1, D) for ``rel_selfattn``, else None.
+        mask: (B, 1, T) non-padding mask.
+        gate: a :class:`UnitSlice` (only the kept heads, sliced weights), a 1-d tensor of
+            head weights (every head computed, head ``h``'s context scaled by
+            ``gate[h]`` before the output projection), or anything else (stock forward).
+
+    Returns:
+        (B, T, D).
+    """
+    if not isinstance(gate, UnitSlice) and not (
+        isinstance(gate, torch.Tensor) and gate.dim() == 1
+    ):
+        return att(x, x, x, pos_emb, mask) if pos_emb is not None else att(x, x, x, mask)
+    rows = heads = head_weights = None
+    if isinstance(gate, UnitSlice):
+        rows, heads = gate.rows.to(x.device), gate.units.to(x.device)
+    else:
+        head_weights = gate
+
+    def project(linear: torch.nn.Linear, inp: torch.Tensor) -> torch.Tensor:
+        weight, bias = linear.weight, linear.bias
+        if rows is not None:
+            weight = weight.index_select(0, rows)
+            bias = None if bias is None else bias.index_select(0, rows)
+        return F.linear(inp, weight, bias)
+
+    n_batch, d_k = x.size(0), att.d_k
+    q = project(att.linear_q, x).unflatten(-1, (-1, d_k))  # (B, T, h', d_k)
+    k = project(att.linear_k, x).unflatten(-1, (-1, d_k)).transpose(1, 2)
+    v = project(att.linear_v, x).unflatten(-1, (-1, d_k)).transpose(1, 2)
+    q, k = att.q_norm(q), att.k_norm(k)  # LayerNorm over d_k (identity without qk_norm)
+    if isinstance(att, RelPositionMultiHeadedAttention):
+        p = project(att.linear_pos, pos_emb).unflatten(-1, (-1, d_k)).transpose(1, 2)
+        bias_u, bias_v = att.pos_bias_u, att.pos_bias_v
+        if heads is not None:
+            bias_u, bias_v = bias_u.index_select(0, heads), bias_v.index_select(0, heads)
+        matrix_ac = torch.matmul((q + bias_u).transpose(1, 2), k.transpose(-2, -1))
+        matrix_bd = torch.matmul((q + bias_v).transpose(1, 2), p.transpose(-2, -1))
+        scores = (matrix_ac + att.rel_shift(matrix_bd)) / math.sqrt(d_k)
+    else:
+        scores = torch.matmul(q.transpose(1, 2), k.transpose(-2, -1)) / math.sqrt(d_k)
+    pad = mask.unsqueeze(1).eq(0)  # (B, 1, 1, T)
+    scores = scores.masked_fill(pad, torch.finfo(scores.dtype).min)
+    attn = torch.softmax(scores, dim=-1).masked_fill(pad, 0.0)
+    context = torch.matmul(att.dropout(attn), v)  # (B, h', T, d_k)
+    if head_weights is not None:
+        context = context * head_weights[None, :, None, None]
+    context = context.transpose(1, 2).reshape(n_batch, -1, context.size(1) * d_k)
+    weight = att.linear_out.weight
+    if rows is not None:
+        weight = weight.index_select(1, rows)
+    return F.linear(context, weight, att.linear_out.bias)

@@ -1,0 +1,54 @@
+"""Feed-forward module with prunable hidden chunks (component-wise elasticity).
+
+OrthoSoftmax (Xu et al., ICASSP 2025) splits each FFN's hidden layer into ``c`` equal
+chunks: chunk ``u`` is a slice of W1's rows (and bias) and of W2's columns. A subnet that
+keeps some chunks multiplies with the sliced weights only, so its cost shrinks with the
+chunks it drops. Its dropout can follow its width (adaptive FFN dropout).
+"""
+
+import torch
+import torch.nn.functional as F
+from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
+    PositionwiseFeedForward,
+)
+
+from espnet_supernet.nets.unit_gates import Gate, UnitSlice
+
+
+def elastic_feed_forward(
+    ff: PositionwiseFeedForward,
+    x: torch.Tensor,
+    gate: Gate,
+    adaptive_dropout: bool = True,
+) -> torch.Tensor:
+    """ESPnet's ``PositionwiseFeedForward`` on (B, T, D) with chunk gates.
+
+    Args:
+        ff: the module (its weights are shared by every subnet).
+        x: input (B, T, D).
+        gate: a :class:`UnitSlice` (sliced computation), a 1-d tensor of chunk weights
+            (full computation, hidden chunk ``u`` scaled by ``gate[u]``) or anything else
+            (the stock forward; scaling is the caller's job).
+        adaptive_dropout: scale the hidden dropout by the fraction of kept chunks (for
+            soft chunk weights: by their mean, detached).
+
+    Returns:
+        (B, T, D).
+    """
+    p = ff.dropout.p
+    if isinstance(gate, UnitSlice):
+        rows = gate.rows.to(x.device)
+        hidden = ff.activation(F.linear(x, ff.w_1.weight.index_select(0, rows),
+                                        ff.w_1.bias.index_select(0, rows)))
+        if adaptive_dropout:
+            p = p * gate.fraction
+        hidden = F.dropout(hidden, p, ff.training)
+        return F.linear(hidden, ff.w_2.weight.index_select(1, rows), ff.w_2.bias)
+    if isinstance(gate, torch.Tensor) and gate.dim() == 1:
+        hidden = ff.activation(ff.w_1(x))
+        chunks = gate.numel()
+        hidden = (hidden.unflatten(-1, (chunks, -1)) * gate[:, None]).flatten(-2)
+        if adaptive_dropout:
+            p = p * float(gate.detach().clamp(0, 1).mean())
+        return ff.w_2(F.dropout(hidden, p, ff.training))
+    return ff(x)

@@ -1,0 +1,46 @@
+"""Gates of prunable modules: what a subnet does with each module of a block.
+
+A gate is one of
+- ``0``: the module is skipped (its forward is never called);
+- ``1`` (or another float): the whole module runs, its output scaled by the value;
+- a 0-d tensor: a soft, differentiable scale (layer-wise selection methods);
+- a 1-d tensor with one weight per unit (FFN hidden chunk or attention head): the whole
+  module runs and each unit's contribution is weighted (component-wise selection);
+- a :class:`UnitSlice`: only the kept units run, with sliced weights (smaller matmuls).
+"""
+
+from typing import NamedTuple, Union
+
+import torch
+
+
+class UnitSlice(NamedTuple):
+    """Hard selection of some units of a module, computed with sliced weights.
+
+    Attributes:
+        rows: (R,) long, the kept rows of the module's hidden dimension (FFN hidden
+            units, or attention feature dims ``head * d_k + i``), ascending.
+        units: (k,) long, the kept unit ids (chunks or heads), ascending.
+        fraction: kept units / units of the module (adaptive FFN dropout scales by it).
+        scale: factor on the module's output (stochastic depth's 1 / (1 - p)).
+    """
+
+    rows: torch.Tensor
+    units: torch.Tensor
+    fraction: float
+    scale: float = 1.0
+
+
+Gate = Union[float, torch.Tensor, UnitSlice]
+
+
+def is_skipped(gate: Gate) -> bool:
+    """True for a hard zero gate: the module costs nothing."""
+    return not isinstance(gate, (torch.Tensor, UnitSlice)) and gate == 0
+
+
+def scale_gate(gate: Gate, factor: float) -> Gate:
+    """The gate with its output scaled by ``factor`` (a skipped module stays skipped)."""
+    if isinstance(gate, UnitSlice):
+        return gate._replace(scale=gate.scale * factor)
+    return gate * factor

@@ -1,0 +1,108 @@
+"""Component-wise elasticity: sliced FFN chunks and attention heads, unit masks."""
+
+import copy
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from tiny_models import TINY_ENCODER
+from espnet_supernet.nets.elastic_feed_forward import elastic_feed_forward
+from espnet_supernet.nets.supernet_conformer_encoder import SupernetConformerEncoder
+from espnet_supernet.nets.unit_gates import UnitSlice
+
+COMPONENTS = dict(TINY_ENCODER, attention_heads=4, ffn_chunks=4, prune_heads=True)
+PER_BLOCK = 4 + 4 + 1 + 4  # macaron FFN chunks, heads, conv, FFN chunks
+
+
+def make_encoder(**kw):
+    torch.manual_seed(0)
+    return SupernetConformerEncoder(**{**COMPONENTS, **kw}).eval()
+
+
+def zeroed_copy(enc, units):
+    """Full-size encoder whose dropped chunks / heads contribute nothing (same weights)."""
+    ref = copy.deepcopy(enc)
+    ref.set_subnet(None)
+    with torch.no_grad():
+        for b, layer in enumerate(ref.encoders):
+            base = b * PER_BLOCK
+            for ff, start in ((layer.feed_forward_macaron, base), (layer.feed_forward, base + 9)):
+                for c in range(4):
+                    if not units[start + c]:
+                        ff.w_2.weight[:, c * 6:(c + 1) * 6] = 0
+            for h in range(4):
+                if not units[base + 4 + h]:
+                    layer.self_attn.linear_out.weight[:, h * 4:(h + 1) * 4] = 0
+    return ref
+
+
+def test_layout_and_unit_masks():
+    enc = make_encoder(subnet_sizes=[4, 12])
+    assert enc.num_units == 3 * PER_BLOCK and enc.num_modules == 12
+    assert enc.subnet_mask("4") == [0] * 26 + [1] * 13  # the last block, every unit
+    assert enc.layout.modules_of(enc.subnet_mask("4")) == [0] * 8 + [1] * 4
+    assert enc.layout.unit_names()[4:9] == [f"block0.mhsa.head{h}" for h in range(4)] + [
+        "block0.conv"]
+    with pytest.raises(ValueError, match="39 units"):
+        enc.set_subnet([1] * 10)
+    with pytest.raises(ValueError, match="ffn_chunks must divide"):
+        make_encoder(ffn_chunks=5)
+
+
+def test_sliced_subnet_equals_full_computation_with_dropped_components_zeroed(feats):
+    enc = make_encoder()
+    gen = torch.Generator().manual_seed(3)
+    units = (torch.rand(enc.num_units, generator=gen) < 0.6).long().tolist()
+    for b in range(3):  # keep every conv so that the zeroed copy runs the same modules
+        units[b * PER_BLOCK + 8] = 1
+        units[b * PER_BLOCK] = units[b * PER_BLOCK + 4] = units[b * PER_BLOCK + 9] = 1
+    enc.set_subnet(units)
+    gates = enc.gates(units)
+    assert any(isinstance(g, UnitSlice) for g in gates)
+    xs, lens = feats
+    with torch.no_grad():
+        out, olens, _ = enc(xs, lens)
+        ref, rlens, _ = zeroed_copy(enc, units)(xs, lens)
+    assert out.shape == ref.shape and torch.equal(olens, rlens)
+    assert (out - ref).abs().max() < 1e-5
+
+
+def test_sliced_feed_forward_uses_smaller_matmuls():
+    enc = make_encoder()
+    ff = enc.encoders[0].feed_forward
+    x = torch.randn(2, 7, 16)
+    half = UnitSlice(torch.arange(12), torch.arange(2), 0.5)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        elastic_feed_forward(ff, x, half)
+    assert counter.get_total_flops() == 2 * 2 * 7 * (16 * 12 + 12 * 16)  # half of 24 units
+
+
+def test_soft_unit_gates_weight_chunks_and_heads(feats):
+    enc = make_encoder()
+    xs, lens = feats
+    front = enc.forward_frontend(xs, lens)
+    ones = [torch.ones(4), torch.ones(4), 1, torch.ones(4)] * 3
+    with torch.no_grad():
+        full, _ = enc.forward_subnet(front, [1] * 12)
+        soft, _ = enc.forward_subnet(front, ones)
+    assert (full - soft).abs().max() < 1e-5
+    weights = torch.rand(4, requires_grad=True)
+    gates = [weights, torch.ones(4), 1, torch.ones(4)] + [1] * 8
+    out, _ = enc.forward_subnet(front, gates)
+    out.sum().backward()
+    assert weights.grad is not None and weights.grad.abs().sum() > 0
+
+
+def test_adaptive_ffn_dropout_scales_with_kept_chunks(monkeypatch):
+    enc = make_encoder(dropout_rate=0.4).train()
+    ff = enc.encoders[0].feed_forward
+    quarter = UnitSlice(torch.arange(6), torch.arange(1), 0.25)
+    seen = []
+    monkeypatch.setattr(torch.nn.functional, "dropout",
+                        lambda h, p, training: seen.append(p) or h)
+    elastic_feed_forward(ff, torch.ones(1, 3, 16), quarter, adaptive_dropout=True)
+    elastic_feed_forward(ff, torch.ones(1, 3, 16), quarter, adaptive_dropout=False)
+    elastic_feed_forward(ff, torch.ones(1, 3, 16), torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    assert seen == [pytest.approx(0.1), pytest.approx(0.4), pytest.approx(0.2)]

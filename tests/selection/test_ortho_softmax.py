@@ -1,0 +1,145 @@
+"""OrthoSoftmax: rows, penalty, budgets, nested masks, step 1 in the model, report."""
+
+import math
+
+import pytest
+import torch
+import yaml
+
+from tiny_models import VOCAB, make_model
+from espnet_supernet.selection.ortho_softmax import (
+    OrthoSoftmaxSelection,
+    greedy_order,
+    orthogonality_penalty,
+    parse_budget,
+    rows_for_budget,
+)
+
+COMPONENTS = dict(attention_heads=4, ffn_chunks=4, prune_heads=True)
+BUDGETS = [0.4, 0.7, 1.0]
+NAMES = ["0.4", "0.7", "1.0"]
+
+
+def ortho_model(granularity="component", criterion="flops", budgets=BUDGETS, **conf):
+    names = OrthoSoftmaxSelection.subnet_names_from_conf({"budgets": budgets})
+    model = make_model(sizes=None, encoder_conf=dict(COMPONENTS, subnet_names=names))
+    enc = model.encoder
+    masks = {n: (enc.subnet_mask(n) if granularity == "component"
+                 else enc.layout.modules_of(enc.subnet_mask(n))) for n in names}
+    selection = OrthoSoftmaxSelection(masks, budgets=budgets, granularity=granularity,
+                                      criterion=criterion, **conf)
+    selection.bind_encoder(enc)
+    return model, selection
+
+
+def test_parse_budget():
+    assert parse_budget(0.34) == (0.34, False)
+    assert parse_budget("10M") == (10e6, True)
+    assert parse_budget("1.5G") == (1.5e9, True)
+    with pytest.raises(ValueError, match="fraction"):
+        parse_budget("ten")
+
+
+def test_rows_are_a_softmax_with_temperature():
+    _, sel = ortho_model()
+    with torch.no_grad():
+        sel.score_matrix.copy_(torch.randn_like(sel.score_matrix))
+    probs = sel.probabilities(temperature=0.5)
+    expected = torch.exp(2 * sel.score_matrix) / torch.exp(2 * sel.score_matrix).sum(1,
+                                                                                   keepdim=True)
+    assert torch.allclose(probs, expected, atol=1e-6)
+    assert torch.allclose(probs.sum(1), torch.ones(probs.size(0)))
+
+
+def test_orthogonality_penalty_on_hand_computed_rows():
+    assert float(orthogonality_penalty(torch.eye(3))) == pytest.approx(0.0, abs=1e-5)
+    assert float(orthogonality_penalty(torch.full((2, 2), 0.5))) == pytest.approx(
+        math.sqrt(0.75))
+    rows = torch.tensor([[0.8, 0.2], [0.1, 0.9]])
+    # G = [[0.68, 0.26], [0.26, 0.82]]: 0.32^2 + 0.26^2 + 0.18^2
+    assert float(orthogonality_penalty(rows)) == pytest.approx(math.sqrt(0.2024), rel=1e-5)
+
+
+def test_rows_for_budget_picks_the_closest_expected_cost():
+    probs, costs = torch.eye(4), torch.tensor([0.1, 0.2, 0.3, 0.4])
+    assert rows_for_budget(probs, costs, 0.0, 0.5) == 3  # 0.6 beats 0.3
+    assert rows_for_budget(probs, costs, 0.0, 0.35) == 2
+    assert rows_for_budget(probs, costs, 0.1, 0.35) == 2  # 0.1 + 0.3 beats 0.1 + 0.6
+    soft = torch.full((4, 4), 0.25)  # every row costs the mean 0.25
+    assert rows_for_budget(soft, costs, 0.0, 0.5) == 2
+
+
+def test_greedy_order_resolves_collisions():
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
+    assert greedy_order(probs) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("granularity", ["component", "layer"])
+@pytest.mark.parametrize("criterion", ["params", "flops", {"params": 0.5, "flops": 0.5}])
+def test_masks_are_nested_and_close_to_their_budgets(granularity, criterion):
+    _, sel = ortho_model(granularity, criterion)
+    with torch.no_grad():
+        sel.score_matrix.copy_(torch.randn_like(sel.score_matrix) * 3)
+    masks = sel.masks()
+    assert list(masks) == NAMES
+    n = sel.unit_costs.numel()
+    assert all(len(m) == n for m in masks.values())
+    for small, big in zip(NAMES, NAMES[1:]):
+        assert all(b >= s for s, b in zip(masks[small], masks[big]))
+    assert masks["1.0"] == [1] * n
+    cheapest = float(sel.unit_costs.max())  # one unit changes the cost by at most this
+    for name, target in zip(NAMES, BUDGETS):
+        assert abs(sel.subnet_cost(masks[name]) - target) <= cheapest / 2 + 1e-6
+
+
+def test_unreachable_budgets_and_missing_components_are_rejected():
+    with pytest.raises(ValueError, match="outside what the supernet can reach: 0.*1.0"):
+        ortho_model(budgets=[0.001, 1.0])
+    with pytest.raises(ValueError, match="outside what the supernet can reach"):
+        ortho_model(criterion="params", budgets=["1K", "1G"])
+    with pytest.raises(ValueError, match="ascending"):
+        OrthoSoftmaxSelection.subnet_names_from_conf({"budgets": [0.7, 0.4]})
+    model = make_model(sizes=None, encoder_conf=dict(subnet_names=NAMES))
+    masks = {n: model.encoder.subnet_mask(n) for n in NAMES}
+    with pytest.raises(ValueError, match="ffn_chunks"):
+        OrthoSoftmaxSelection(masks, budgets=BUDGETS).bind_encoder(model.encoder)
+
+
+def test_absolute_params_budget():
+    _, sel = ortho_model(criterion="params", budgets=["8K", "12K"])
+    total = sel.tables["params"].total  # 15.8K
+    assert sel.targets == [pytest.approx(8e3 / total), pytest.approx(12e3 / total)]
+
+
+def _batch(feats):
+    xs, lens = feats
+    text = torch.randint(1, VOCAB - 1, (2, 5), generator=torch.Generator().manual_seed(1))
+    return dict(speech=xs, speech_lengths=lens, text=text, text_lengths=torch.tensor([5, 4]))
+
+
+def test_step_one_learns_the_scores_then_freezes_nested_subnets(feats, tmp_path):
+    model, sel = ortho_model(selection_steps=3)
+    model.set_selection(sel, output_dir=str(tmp_path))
+    optim = torch.optim.SGD(model.parameters(), lr=0.5)
+    before = sel.score_matrix.detach().clone()
+    model.train()
+    for step in range(4):
+        optim.zero_grad()
+        loss, stats, _ = model(**_batch(feats))
+        loss.backward()
+        if step < 3:
+            assert {"loss_super", "loss_sub", "loss_selection", "temperature"} <= set(stats)
+            assert sel.score_matrix.grad.abs().sum() > 0
+        optim.step()
+    assert stats["loss_max"] is not None and bool(sel.frozen)
+    assert float(sel.temperature) < 1.0
+    assert not torch.equal(sel.score_matrix.detach(), before)
+    masks = {n: model.encoder.subnet_mask(n) for n in NAMES}
+    assert masks == sel.masks()
+    report = yaml.safe_load((tmp_path / "selection.yaml").read_text())
+    assert report["granularity"] == "component"
+    assert set(report["budgets"]) == set(NAMES)
+    assert report["sizes"]["0.4"]["flops_fraction"] < report["sizes"]["0.7"]["flops_fraction"]
+    assert len(report["unit_order"]) == model.encoder.num_units
+    assert all(isinstance(k, str) for k in report["sizes"]["0.4"]["kept"])
+    assert (tmp_path / "selection.png").stat().st_size > 1000
