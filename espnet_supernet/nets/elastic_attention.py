@@ -19,7 +19,7 @@ from espnet.nets.pytorch_backend.transformer.attention import (
     RelPositionMultiHeadedAttention,
 )
 
-from espnet_supernet.nets.unit_gates import Gate, UnitSlice
+from espnet_supernet.nets.unit_gates import Gate, UnitSlice, select_rows
 
 SLICEABLE_ATTENTION = (MultiHeadedAttention, RelPositionMultiHeadedAttention)
 
@@ -58,17 +58,14 @@ def elastic_self_attention(
         isinstance(gate, torch.Tensor) and gate.dim() == 1
     ):
         return att(x, x, x, pos_emb, mask) if pos_emb is not None else att(x, x, x, mask)
-    rows = heads = head_weights = None
-    if isinstance(gate, UnitSlice):
-        rows, heads = gate.rows.to(x.device), gate.units.to(x.device)
-    else:
-        head_weights = gate
+    sliced = gate if isinstance(gate, UnitSlice) else None
+    head_weights = None if sliced is not None else gate
 
     def project(linear: torch.nn.Linear, inp: torch.Tensor) -> torch.Tensor:
         weight, bias = linear.weight, linear.bias
-        if rows is not None:
-            weight = weight.index_select(0, rows)
-            bias = None if bias is None else bias.index_select(0, rows)
+        if sliced is not None:
+            weight = select_rows(weight, sliced)
+            bias = None if bias is None else select_rows(bias, sliced)
         return F.linear(inp, weight, bias)
 
     n_batch, d_k = x.size(0), att.d_k
@@ -79,7 +76,8 @@ def elastic_self_attention(
     if isinstance(att, RelPositionMultiHeadedAttention):
         p = project(att.linear_pos, pos_emb).unflatten(-1, (-1, d_k)).transpose(1, 2)
         bias_u, bias_v = att.pos_bias_u, att.pos_bias_v
-        if heads is not None:
+        if sliced is not None:
+            heads = sliced.units.to(x.device)
             bias_u, bias_v = bias_u.index_select(0, heads), bias_v.index_select(0, heads)
         matrix_ac = torch.matmul((q + bias_u).transpose(1, 2), k.transpose(-2, -1))
         matrix_bd = torch.matmul((q + bias_v).transpose(1, 2), p.transpose(-2, -1))
@@ -94,6 +92,6 @@ def elastic_self_attention(
         context = context * head_weights[None, :, None, None]
     context = context.transpose(1, 2).reshape(n_batch, -1, context.size(1) * d_k)
     weight = att.linear_out.weight
-    if rows is not None:
-        weight = weight.index_select(1, rows)
+    if sliced is not None:
+        weight = select_rows(weight, sliced, dim=1)
     return F.linear(context, weight, att.linear_out.bias)

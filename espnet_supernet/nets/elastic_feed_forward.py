@@ -12,7 +12,7 @@ from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
     PositionwiseFeedForward,
 )
 
-from espnet_supernet.nets.unit_gates import Gate, UnitSlice
+from espnet_supernet.nets.unit_gates import Gate, UnitSlice, select_rows
 
 
 def elastic_feed_forward(
@@ -37,13 +37,12 @@ def elastic_feed_forward(
     """
     p = ff.dropout.p
     if isinstance(gate, UnitSlice):
-        rows = gate.rows.to(x.device)
-        hidden = ff.activation(F.linear(x, ff.w_1.weight.index_select(0, rows),
-                                        ff.w_1.bias.index_select(0, rows)))
+        hidden = ff.activation(F.linear(x, select_rows(ff.w_1.weight, gate),
+                                        select_rows(ff.w_1.bias, gate)))
         if adaptive_dropout:
             p = p * gate.fraction
         hidden = F.dropout(hidden, p, ff.training)
-        return F.linear(hidden, ff.w_2.weight.index_select(1, rows), ff.w_2.bias)
+        return F.linear(hidden, select_rows(ff.w_2.weight, gate, dim=1), ff.w_2.bias)
     if isinstance(gate, torch.Tensor) and gate.dim() == 1:
         hidden = ff.activation(ff.w_1(x))
         chunks = gate.numel()

@@ -302,10 +302,8 @@ class SupernetConformerEncoder(ConformerEncoder):
                     continue
                 width = self._unit_width(m % len(MODULE_TYPES))
                 rows = [u * width + i for u in kept for i in range(width)]
-                device = next(self.parameters()).device
-                gates.append(UnitSlice(torch.tensor(rows, device=device),
-                                       torch.tensor(kept, device=device),
-                                       len(kept) / (b - a)))
+                gates.append(UnitSlice.of(rows, kept, len(kept) / (b - a),
+                                          next(self.parameters()).device))
             self._gate_cache[key] = gates
         return list(self._gate_cache[key])
 

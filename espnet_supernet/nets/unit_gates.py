@@ -9,7 +9,7 @@ A gate is one of
 - a :class:`UnitSlice`: only the kept units run, with sliced weights (smaller matmuls).
 """
 
-from typing import NamedTuple, Union
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 import torch
 
@@ -22,13 +22,32 @@ class UnitSlice(NamedTuple):
             units, or attention feature dims ``head * d_k + i``), ascending.
         units: (k,) long, the kept unit ids (chunks or heads), ascending.
         fraction: kept units / units of the module (adaptive FFN dropout scales by it).
+        span: [start, stop) when ``rows`` is one contiguous range (weights are then sliced
+            as views, without a copy), else None.
         scale: factor on the module's output (stochastic depth's 1 / (1 - p)).
     """
 
     rows: torch.Tensor
     units: torch.Tensor
     fraction: float
+    span: Optional[Tuple[int, int]] = None
     scale: float = 1.0
+
+    @classmethod
+    def of(cls, rows: List[int], units: List[int], fraction: float,
+           device: Optional[torch.device] = None) -> "UnitSlice":
+        """From ascending Python lists (detects a contiguous ``rows`` range)."""
+        span = (rows[0], rows[-1] + 1) if rows[-1] - rows[0] + 1 == len(rows) else None
+        return cls(torch.tensor(rows, device=device), torch.tensor(units, device=device),
+                   fraction, span)
+
+
+def select_rows(weight: torch.Tensor, gate: UnitSlice, dim: int = 0) -> torch.Tensor:
+    """The kept rows (``dim=0``) or columns (``dim=1``) of ``weight`` (a view when they
+    are contiguous)."""
+    if gate.span is not None:
+        return weight.narrow(dim, gate.span[0], gate.span[1] - gate.span[0])
+    return weight.index_select(dim, gate.rows.to(weight.device))
 
 
 Gate = Union[float, torch.Tensor, UnitSlice]

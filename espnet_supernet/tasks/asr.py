@@ -99,7 +99,12 @@ class SupernetASRTask(espnet_asr.ASRTask):
 
     @staticmethod
     def _with_subnet_names(encoder_conf: dict, names: List[str], selection: str) -> dict:
-        """``encoder_conf`` whose named subnets are ``names`` (idempotent)."""
+        """``encoder_conf`` whose named subnets are ``names`` (idempotent; empty
+        ``subnet_sizes`` / ``subnet_masks``, e.g. ``--encoder_conf subnet_sizes=``, are
+        dropped)."""
+        for key in ("subnet_sizes", "subnet_masks"):
+            if key in encoder_conf and not encoder_conf[key]:
+                del encoder_conf[key]
         given = [k for k in ("subnet_sizes", "subnet_masks") if encoder_conf.get(k)]
         if given:
             raise ValueError(

@@ -64,7 +64,9 @@ class SupernetASRModel(ESPnetASRModel):
 
     Stats: training reports ``loss``, ``loss_max``, ``loss_min``, ``loss_rand{i}`` (and
     ``loss_kd``) by slot, the same keys on every rank (in a selection's step 1:
-    ``loss_super``, ``loss_sub`` and the method's own); validation reports ``loss_<size>``,
+    ``loss_super``, ``loss_sub`` and the method's own; keys of an earlier phase stay, as
+    NaN, so that a switch inside an epoch keeps ESPnet's reporter consistent); validation
+    reports ``loss_<size>``,
     ``cer_ctc_<size>`` (and ``acc_<size>``, ``cer_<size>``, ``wer_<size>`` with a decoder)
     for every named size, ``loss`` being their mean and ``acc`` the largest size's.
     """
@@ -112,6 +114,9 @@ class SupernetASRModel(ESPnetASRModel):
         if per_size_ctc:
             self.ctc.ctc_lo = SwitchableLinear(self.ctc.ctc_lo, len(self.subnet_names))
         self.register_buffer("sandwich_step", torch.zeros((), dtype=torch.long))
+        # Training stat keys seen so far, in order: a key that a later phase no longer
+        # reports (step 1 -> sandwich) is sent as NaN, which ESPnet's reporter skips.
+        self._train_keys: Dict[str, None] = {}
         self.active_subnet = self.subnet_names[-1]
         self.set_subnet(None)
 
@@ -293,6 +298,10 @@ class SupernetASRModel(ESPnetASRModel):
         if self.training and self.inplace_kd_weight > 0 and len(plan) > 1:
             stats["loss_kd"] = kd_total / (len(plan) - 1)
         stats["loss"] = total.detach()
+        if self.training:
+            for key in self._train_keys:
+                stats.setdefault(key, torch.tensor(float("nan")))
+            self._train_keys.update(dict.fromkeys(stats))
         loss, stats, weight = force_gatherable((total, stats, batch_size), total.device)
         return loss, stats, weight
 

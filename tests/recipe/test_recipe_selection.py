@@ -4,7 +4,8 @@ Reuses the prepared copy of the ``trained`` fixture (data, BPE, statistics) and 
 the tiny supernet with each learned selection method: one epoch of step 1, then the
 sandwich rule on the frozen masks (Simple-Top-k is also decoded and scored, on test_clean
 only, to keep the suite short). A second Simple-Top-k run is interrupted in step 1 and
-resumed across the switch; it must end with the same masks.
+resumed across the switch; it must end with the same masks. OrthoSoftmax runs
+component-wise (FFN chunks, heads) with params budgets, decoded and scored per budget.
 """
 
 import re
@@ -98,3 +99,33 @@ def test_resume_in_step1_and_across_the_switch_gives_the_same_masks(trained, run
     straight = yaml.safe_load((selected["simple_topk"] / "selection.yaml").read_text())
     assert resumed["sizes"] == straight["sizes"]
     assert resumed["scores"] == pytest.approx(straight["scores"], abs=1e-4)
+
+
+ORTHO_ARGS = (
+    "--asr_tag", "tiny_ortho", "--asr_args",
+    "--selection ortho_softmax --selection_conf selection_epochs=1 "
+    "--selection_conf criterion=params --selection_conf budgets=[0.6,1.0] "
+    "--encoder_conf subnet_sizes= --encoder_conf ffn_chunks=4 --encoder_conf prune_heads=true "
+    "--max_epoch 2",
+)
+
+
+def test_ortho_softmax_component_subnets_train_decode_and_score(trained, run_recipe):
+    run = run_recipe(trained.recipe, *TINY_ARGS, "--stage", "11", "--stop_stage", "13",
+                     "--test_sets", DECODED_SET, *ORTHO_ARGS, log_name="run_ortho.log")
+    assert run.returncode == 0, run.tail()
+    exp = trained.recipe / "exp" / "asr_tiny_ortho"
+    report = yaml.safe_load((exp / "selection.yaml").read_text())
+    assert report["granularity"] == "component" and list(report["sizes"]) == ["0.6", "1.0"]
+    small, full = report["sizes"]["0.6"], report["sizes"]["1.0"]
+    assert len(small["mask"]) == 2 * (4 + 2 + 1 + 4)  # 2 blocks: chunks, heads, conv, chunks
+    assert full["params_fraction"] == 1.0
+    assert abs(small["params_fraction"] - 0.6) < 0.1
+    assert small["units"] < full["units"]
+    checkpoint = torch.load(exp / "valid.loss.best.pth", map_location="cpu")
+    assert checkpoint["selection.score_matrix"].shape == (22, 22)
+    assert checkpoint["encoder.subnet_mask_table"][0].tolist() == small["mask"]
+    results = (exp / "RESULTS.md").read_text()
+    for size in ("0.6", "1.0"):
+        assert (exp / f"{INF_TAG}_size{size}" / DECODED_SET / "text").is_file()
+        assert re.search(rf"\| {re.escape(size)} \| {DECODED_SET} \|.*\| \d+\.\d+ \|", results)

@@ -91,3 +91,12 @@ def test_stochastic_depth_drops_only_modules_outside_the_smallest(feats):
         dropped |= {j for j, g in enumerate(gates) if g == 0}
     assert dropped == {j for j, keep in enumerate(small) if not keep}
     assert make_model(sizes=SIZES).stochastic_depth_gates(0) is None
+
+
+def test_stat_keys_of_step_one_stay_as_nan_after_the_switch(feats):
+    model = make_model(sizes=SIZES)
+    masks = {n: model.encoder.subnet_mask(n) for n in model.subnet_names}
+    model.set_selection(SimpleTopKSelection(masks, selection_steps=1))
+    first, second = _train(model, feats, 2)  # step 0: selection, step 1: sandwich
+    assert "loss_super" in first and set(first) <= set(second)
+    assert torch.isnan(second["loss_super"]) and torch.isfinite(second["loss_max"])
