@@ -22,7 +22,9 @@ One run measures, on the same random batch (``--batch`` x ``--seconds`` s of 80-
 4. with ``--components``: the encoder gets 4 FFN chunks and prunable heads, and component
    subnets (the first 1/4, 1/2, 3/4 of every FFN's chunks and every block's heads, and an
    irregular mix, conv modules kept) are timed like the sizes against their FLOPs
-   fraction from the cost model (``subnet_cost.flops_table``), goal the same.
+   fraction from the cost model (``subnet_cost.flops_table``), goal the same;
+   ``--selection_yaml exp/.../selection.yaml`` (repeatable) adds the subnets a trained
+   OrthoSoftmax run selected (same layout as the config's).
 
 Forward timings use eval mode and ``torch.inference_mode()``; every number is the median
 over ``--repeats`` after ``--warmup`` runs, the compared variants interleaved within each
@@ -155,6 +157,22 @@ def component_masks(supernet, seed: int) -> Dict[str, List[int]]:
                 share if share is not None else gen.choice([0.25, 0.5, 0.75, 1.0]))))
             mask += [1] * keep + [0] * (units - keep)
         masks[f"components {label}"] = mask
+    return masks
+
+
+def selected_masks(path: Path, supernet) -> Dict[str, List[int]]:
+    """``{<exp>:<size>: unit mask}`` from a trained run's ``selection.yaml``."""
+    import yaml
+
+    summary = yaml.safe_load(Path(path).read_text())
+    tag = Path(path).parent.name.replace("asr_train_supernet_conformer_", "")
+    masks = {}
+    for name, row in summary["sizes"].items():
+        if len(row["mask"]) not in (supernet.num_units, supernet.num_modules):
+            raise SystemExit(f"{path}: masks of {len(row['mask'])} units do not fit the "
+                             f"{supernet.num_units}-unit bench encoder (use --components "
+                             "and the config the run used)")
+        masks[f"{tag}:{name}"] = supernet.layout.as_units(row["mask"])
     return masks
 
 
@@ -351,6 +369,8 @@ def run(args: argparse.Namespace) -> dict:
     xs, ilens = make_batch(args.batch, args.seconds)
     masks = {n: supernet.subnet_mask(n) for n in supernet.subnet_names}
     extra = component_masks(supernet, args.seed) if args.components else {}
+    for path in args.selection_yaml:
+        extra.update(selected_masks(path, supernet))
     masks.update(extra)
     names = list(masks)
 
@@ -465,13 +485,14 @@ def print_table(res: dict) -> None:
           f"{ok(res['goals']['full_vs_stock'])}; max_abs_diff {res['max_abs_diff']:.2e}")
     print(f"FLOPs cost model vs FlopCounterMode: max relative error "
           f"{res['flops_model_max_rel_error']:.2e}")
-    print(f"{'size':>16} {'modules':>7} {'Mparams':>8} {'GFLOP/s':>8} {'ms':>8} "
+    width = max([16] + [len(n) for n in res["sizes"]])
+    print(f"{'size':>{width}} {'modules':>7} {'Mparams':>8} {'GFLOP/s':>8} {'ms':>8} "
           f"{'flops_fr':>8} {'time_fr':>8} goal")
-    print(f"{'frontend':>16} {'-':>7} {'-':>8} {res['frontend_gflops_per_sec']:8.2f} "
+    print(f"{'frontend':>{width}} {'-':>7} {'-':>8} {res['frontend_gflops_per_sec']:8.2f} "
           f"{res['frontend_ms']:8.1f} {res['frontend_flops_fraction']:8.3f} "
           f"{res['frontend_time_fraction']:8.3f}    -")
     for name, s in res["sizes"].items():
-        print(f"{name:>16} {s['modules']:7d} {s['params'] / 1e6:8.2f} "
+        print(f"{name:>{width}} {s['modules']:7d} {s['params'] / 1e6:8.2f} "
               f"{s['gflops_per_sec']:8.2f} {s['ms']:8.1f} {s['flops_fraction']:8.3f} "
               f"{s['time_fraction']:8.3f} {ok(s['goal_met'])}")
     ts = res["train_step"]
@@ -507,6 +528,8 @@ def get_parser() -> argparse.ArgumentParser:
                              "less sensitive to other load (use with --threads 1)")
     parser.add_argument("--components", action="store_true",
                         help="4 FFN chunks and prunable heads; also time component subnets")
+    parser.add_argument("--selection_yaml", type=Path, action="append", default=[],
+                        help="time the sizes of a trained run's selection.yaml too")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: smaller batch, shorter input, fewer repeats")
     parser.add_argument("--output", type=Path, default=None,
