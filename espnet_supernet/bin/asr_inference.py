@@ -116,6 +116,10 @@ def main(cmd=None):
     kwargs = vars(get_parser().parse_args(cmd))
     kwargs.pop("config", None)
     subnet, ctc_greedy = kwargs.pop("subnet"), kwargs.pop("ctc_greedy")
+    if ctc_greedy and (kwargs.get("lm_train_config") or kwargs.get("ngram_file")):
+        sys.exit("asr_inference: --ctc_greedy decodes without a language model; use a beam "
+                 "search config (e.g. conf/decode_ctc_lm.yaml) with --lm_train_config, or "
+                 "drop the LM (supernet.sh --use_lm false)")
     try:
         with subnet_model_loading(subnet), ctc_greedy_decoding(ctc_greedy):
             stock.inference(**kwargs)

@@ -37,7 +37,9 @@ def subnet_report(model: torch.nn.Module, seconds: float = 10.0) -> Dict[str, di
     lo = getattr(getattr(model, "ctc", None), "ctc_lo", None)
     if isinstance(lo, SwitchableLinear):
         unused_heads = _numel(lo) - _numel(lo.heads[0])
-    rest = _numel(model) - _numel(encoder) - unused_heads
+    selection = getattr(model, "selection", None)  # training-time scores, not deployed
+    rest = _numel(model) - _numel(encoder) - unused_heads - (
+        _numel(selection) if selection is not None else 0)
     report = {}
     for name in model.subnet_names:
         mask = encoder.subnet_mask(name)

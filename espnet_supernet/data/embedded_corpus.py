@@ -7,15 +7,19 @@ out exactly as in LibriSpeech::
 
     <outdir>/LibriSpeech/<part>/<spk>/<chapter>/<spk>-<chapter>-<utt:04d>.flac
     <outdir>/LibriSpeech/<part>/<spk>/<chapter>/<spk>-<chapter>.trans.txt
+    <outdir>/LibriSpeech/librispeech-lm-norm.txt.gz
     <outdir>/speakers.tsv
     <outdir>/embedded_corpus.json
 
 Training, development and test parts get disjoint sentences and disjoint speakers.
+Like LibriSpeech's LM corpus (openslr 11), ``librispeech-lm-norm.txt.gz`` holds the text for
+language models: every usable fortune sentence except those of the held-out (dev, test) parts.
 ``embedded_corpus.json`` records the generation arguments and whether the run
 finished: re-running with the same arguments resumes an interrupted run or does
 nothing on a finished corpus; different arguments on the same directory are refused.
 """
 
+import gzip
 import json
 import logging
 import os
@@ -42,6 +46,7 @@ SAMPLE_RATE = 16000
 MIN_WORDS = 4
 MAX_WORDS = 20
 MARKER_NAME = "embedded_corpus.json"
+LM_TEXT_NAME = "librispeech-lm-norm.txt.gz"
 
 # espeak-ng variants that do not sound like a person speaking normally.
 _UNNATURAL_VARIANTS = frozenset(
@@ -422,6 +427,32 @@ def _write_transcripts(utterances: Sequence[Utterance], librispeech_dir: Path) -
         trans.write_text("".join(lines), encoding="utf-8")
 
 
+def write_lm_text(librispeech_dir: Path, sentences: Sequence[str]) -> Path:
+    """Writes the language-model text: ``sentences`` minus every transcript of the
+    held-out parts (all parts but ``train-*``), one per line, gzipped.
+
+    Args:
+        librispeech_dir: The corpus's ``LibriSpeech`` directory (transcripts written).
+        sentences: Candidate sentences (normalised transcripts).
+
+    Returns:
+        The path of ``librispeech-lm-norm.txt.gz``.
+    """
+    held_out = set()
+    for part in librispeech_dir.iterdir():
+        if part.is_dir() and not part.name.startswith("train"):
+            for trans in part.glob("*/*/*.trans.txt"):
+                held_out.update(line.rstrip("\n").split(" ", 1)[1]
+                                for line in trans.open() if " " in line)
+    kept = [s for s in sentences if s not in held_out]
+    path = librispeech_dir / LM_TEXT_NAME
+    with gzip.open(path, "wt") as f:
+        f.writelines(s + "\n" for s in kept)
+    logger.info("LM text: %d sentences (%d held-out transcripts excluded) -> %s",
+                len(kept), len(sentences) - len(kept), path)
+    return path
+
+
 def _write_speakers(speakers: Sequence[Speaker], path: Path) -> None:
     """Writes the speaker table (LibriSpeech's SPEAKERS.TXT, as TSV)."""
     rows = ["speaker_id\tvoice\tvariant\tpitch\tspeed\tpart\tchapters\n"]
@@ -470,6 +501,8 @@ def generate_corpus(
         )
     if marker is not None and marker["done"]:
         logger.info("Embedded corpus in %s is complete; nothing to do.", outdir)
+        if not (librispeech_dir / LM_TEXT_NAME).exists():  # corpora of older versions
+            write_lm_text(librispeech_dir, extract_sentences(Path(config.fortune_dir)))
         return librispeech_dir
     if shutil.which("sox") is None:
         raise FileNotFoundError("sox not found: run `apt-get install sox`.")
@@ -499,6 +532,7 @@ def generate_corpus(
                 logger.info("Synthesised %d/%d utterances.", count, len(utterances))
 
     _write_transcripts(utterances, librispeech_dir)
+    write_lm_text(librispeech_dir, sentences)
     _write_speakers(speakers, outdir / "speakers.tsv")
     _write_marker(marker_path, config, done=True)
     for part, (num_utts, num_spk) in config.part_sizes().items():

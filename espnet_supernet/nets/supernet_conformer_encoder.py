@@ -17,19 +17,18 @@ The class extends ESPnet's ``ConformerEncoder`` and keeps its parameter names
 ``strict=True`` and a subnet of whole blocks exports as a stock encoder.
 """
 
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
-from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
-from espnet.nets.pytorch_backend.transformer.subsampling import (
-    TooShortUttError,
-    check_short_utt,
-)
 from typeguard import typechecked
 
-from espnet_supernet.nets.elastic_attention import check_sliceable, elastic_self_attention
-from espnet_supernet.nets.elastic_feed_forward import elastic_feed_forward
+from espnet_supernet.nets.conformer_blocks import (
+    FrontendOutput,
+    frontend_forward,
+    gated_block_forward,
+)
+from espnet_supernet.nets.elastic_attention import check_sliceable
 from espnet_supernet.nets.subnet_space import (
     MODULE_TYPES,
     UnitLayout,
@@ -37,24 +36,10 @@ from espnet_supernet.nets.subnet_space import (
     num_modules,
 )
 from espnet_supernet.nets.switchable_batch_norm import SwitchableBatchNorm1d
-from espnet_supernet.nets.unit_gates import Gate, UnitSlice, is_skipped
+from espnet_supernet.nets.unit_gates import Gate, UnitSlice
 
 BN_STATS = ("per_size", "shared")
 __all__ = ["FrontendOutput", "Gate", "SupernetConformerEncoder"]
-
-
-class FrontendOutput(NamedTuple):
-    """Output of the unpruned front end, shared by every subnet of a step.
-
-    Attributes:
-        xs: subsampled features with positional encoding, (B, T', D).
-        pos_emb: relative positional embedding (1, 2T'-1 or T', D), or None.
-        masks: non-padding mask (B, 1, T').
-    """
-
-    xs: torch.Tensor
-    pos_emb: Optional[torch.Tensor]
-    masks: torch.Tensor
 
 
 class SupernetConformerEncoder(ConformerEncoder):
@@ -343,21 +328,7 @@ class SupernetConformerEncoder(ConformerEncoder):
             xs_pad: features (B, L, input_size).
             ilens: lengths (B,).
         """
-        masks = (~make_pad_mask(ilens)[:, None, :]).to(xs_pad.device)
-        short, limit = check_short_utt(self.embed, xs_pad.size(1))
-        if short:
-            raise TooShortUttError(
-                f"has {xs_pad.size(1)} frames and is too short for subsampling "
-                f"(it needs more than {limit} frames), return empty results",
-                xs_pad.size(1),
-                limit,
-            )
-        if isinstance(self.embed, torch.nn.Sequential):
-            out = self.embed(xs_pad)
-        else:
-            out, masks = self.embed(xs_pad, masks)
-        xs, pos_emb = out if isinstance(out, tuple) else (out, None)
-        return FrontendOutput(xs, pos_emb, masks)
+        return frontend_forward(self, xs_pad, ilens)
 
     def forward_subnet(
         self, front: FrontendOutput, gates: Optional[Sequence[Gate]] = None
@@ -381,54 +352,12 @@ class SupernetConformerEncoder(ConformerEncoder):
         xs = front.xs
         n = len(MODULE_TYPES)
         for i, layer in enumerate(self.encoders):
-            xs = self._block_forward(layer, xs, front.pos_emb, front.masks,
-                                     gates[n * i: n * (i + 1)])
+            xs = gated_block_forward(layer, xs, front.pos_emb, front.masks,
+                                     gates[n * i: n * (i + 1)], self.normalize_before,
+                                     self.adaptive_ffn_dropout)
         if self.normalize_before:
             xs = self.after_norm(xs)
         return xs, front.masks.squeeze(1).sum(1)
-
-    def _block_forward(
-        self,
-        layer: torch.nn.Module,
-        x: torch.Tensor,
-        pos_emb: Optional[torch.Tensor],
-        masks: torch.Tensor,
-        gates: Sequence[Gate],
-    ) -> torch.Tensor:
-        """One Conformer block (ESPnet's ``EncoderLayer`` weights) with gated modules.
-
-        The final LayerNorm stays whenever a module of the block runs; a block whose four
-        gates are all hard zeros is skipped entirely (identity, no compute), so a subnet of
-        whole blocks is exactly a shallower stock Conformer.
-        """
-        if all(is_skipped(g) for g in gates):
-            return x
-        modules = (
-            (layer.norm_ff_macaron, layer.feed_forward_macaron, layer.ff_scale),
-            (layer.norm_mha, None, 1.0),
-            (layer.norm_conv, layer.conv_module, 1.0),
-            (layer.norm_ff, layer.feed_forward, layer.ff_scale),
-        )
-        for kind, ((norm, module, scale), gate) in enumerate(zip(modules, gates)):
-            if is_skipped(gate):
-                continue
-            h = norm(x) if self.normalize_before else x
-            if module is None:
-                h = elastic_self_attention(layer.self_attn, h, pos_emb, masks, gate)
-            elif kind in (0, 3):
-                h = elastic_feed_forward(module, h, gate, self.adaptive_ffn_dropout)
-            else:
-                h = module(h)
-            if isinstance(gate, UnitSlice):
-                scale = scale * gate.scale
-            elif isinstance(gate, torch.Tensor):
-                scale = scale * gate if gate.dim() == 0 else scale
-            elif gate != 1:
-                scale = scale * gate
-            x = x + scale * layer.dropout(h)
-            if not self.normalize_before:
-                x = norm(x)
-        return layer.norm_final(x)
 
     def forward(
         self,

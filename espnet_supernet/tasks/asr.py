@@ -22,6 +22,9 @@ from espnet2.asr.espnet_model import ESPnetASRModel  # noqa: E402
 from espnet2.tasks.abs_task import optim_classes  # noqa: E402
 from espnet2.train.class_choices import ClassChoices  # noqa: E402
 
+from espnet_supernet.nets.pruned_conformer_encoder import (  # noqa: E402
+    PrunedConformerEncoder,
+)
 from espnet_supernet.nets.supernet_conformer_encoder import (  # noqa: E402
     SupernetConformerEncoder,
 )
@@ -35,7 +38,8 @@ from espnet_supernet.selection.static import StaticSelection  # noqa: E402
 from espnet_supernet.train.supernet_asr_model import SupernetASRModel  # noqa: E402
 from espnet_supernet.train.supernet_trainer import SupernetTrainer  # noqa: E402
 
-ENCODERS = {"supernet_conformer": SupernetConformerEncoder}
+ENCODERS = {"supernet_conformer": SupernetConformerEncoder,
+            "pruned_conformer": PrunedConformerEncoder}
 MODELS = {"supernet": SupernetASRModel}
 
 

@@ -3,7 +3,8 @@
 # Stage numbers follow ESPnet's asr.sh. Kaldi-free: needs only the pip packages.
 #
 #   1  data prep (local/data.sh)            3  format + check audio   4  filter by duration
-#   5  token list (BPE model or chars)      10 collect stats          11 supernet training
+#   5  token list (BPE model or chars)      6  LM collect stats       7  LM training
+#   8  LM perplexity (dev and test text)    10 collect stats          11 supernet training
 #   12 decoding, every size x test set      13 scoring -> RESULTS.md (WER/CER, params, FLOPs)
 set -euo pipefail
 log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*"; }
@@ -31,6 +32,10 @@ asr_config=""; inference_config=""
 asr_tag=""; asr_args=""
 asr_stats_dir=""         # default: $expdir/asr_stats_<token tag>
 inference_asr_model=valid.loss.ave.pth
+use_lm=true              # train a token LM (stages 6-8) and fuse it in decoding (stage 12)
+lm_config=""; lm_tag=""; lm_args=""
+lm_train_text=""         # default: training transcripts + data/local/other_text/text
+inference_lm=valid.loss.best.pth
 bn_calibration_batches=20  # re-estimate each size's BatchNorm statistics (0: off)
 inference_args=""
 subnets=""               # sizes to decode; default: every named subnet of the model
@@ -50,6 +55,12 @@ Options (default):
       frontend setting (e.g. n_mels) its own
   --inference_config  decoding config  --inference_args  extra decoding arguments
   --inference_asr_model ($inference_asr_model)
+  --use_lm ($use_lm)  train a language model on the token units (stages 6-8) and use it
+      in decoding; needs --lm_config and a beam-search --inference_config (lm_weight)
+  --lm_config  LM training config  --lm_args  extra LM training arguments  --lm_tag  exp name
+  --lm_train_text  LM training text(s), 'key text' lines (default: the training transcripts
+      and data/local/other_text/text, which local/data.sh writes when it finds LM text)
+  --inference_lm ($inference_lm)  LM checkpoint used in decoding
   --bn_calibration_batches ($bn_calibration_batches)  training batches per size for
       BatchNorm re-estimation before decoding (0: use the statistics from training)
   --subnets  space-separated sizes to decode (default: all named subnets)"
@@ -115,6 +126,59 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   fi
 fi
 
+if [ "$use_lm" = true ]; then
+  [ -n "$lm_config" ] || { log "Error: --use_lm true needs --lm_config"; exit 2; }
+  [ -n "$lm_tag" ] || lm_tag=$(basename "${lm_config%.*}")
+  lm_exp=${expdir}/lm_${lm_tag}; lm_stats_dir=${expdir}/lm_stats_${token_tag}
+  lm_dir=$dumpdir/lm_${token_tag}
+fi
+if [ "$use_lm" = true ] && [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
+  mkdir -p $lm_dir
+  [ -n "$lm_train_text" ] || lm_train_text="$dumpdir/raw/$train_set/text $(ls data/local/other_text/text 2>/dev/null || true)"
+  log "Stage 6: LM text ($lm_train_text) and shapes -> $lm_stats_dir"
+  cat $lm_train_text | awk 'NF > 1' > $lm_dir/train.txt  # drop empty transcripts
+  awk 'NF > 1' $dumpdir/raw/$valid_set/text > $lm_dir/dev.txt
+  logdir=$lm_stats_dir/logdir; mkdir -p $logdir
+  cut -d' ' -f1 $lm_dir/train.txt > $logdir/train.keys; cut -d' ' -f1 $lm_dir/dev.txt > $logdir/dev.keys
+  ${train_cmd} $logdir/stats.log \
+    $python -m espnet2.bin.lm_train --collect_stats true "${data_opts[@]}" \
+      --non_linguistic_symbols none --config "$lm_config" \
+      --train_data_path_and_name_and_type $lm_dir/train.txt,text,text \
+      --valid_data_path_and_name_and_type $lm_dir/dev.txt,text,text \
+      --train_shape_file $logdir/train.keys --valid_shape_file $logdir/dev.keys \
+      --output_dir $lm_stats_dir ${lm_args}
+  for s in train valid; do
+    awk -v N="$(wc -l < $token_list)" '{ print $0 "," N }' \
+      $lm_stats_dir/$s/text_shape > $lm_stats_dir/$s/text_shape.$token_type
+  done
+fi
+
+if [ "$use_lm" = true ] && [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
+  log "Stage 7: LM training -> $lm_exp (log: $lm_exp/train.log; resumes if interrupted)"
+  mkdir -p $lm_exp
+  $python -m espnet2.bin.launch --cmd "${cuda_cmd} --name $lm_exp/train.log" \
+    --log $lm_exp/train.log --ngpu $ngpu --num_nodes $num_nodes \
+    --init_file_prefix $lm_exp/.dist_init_ --multiprocessing_distributed true -- \
+    $python -m espnet2.bin.lm_train "${data_opts[@]}" --non_linguistic_symbols none \
+      --config "$lm_config" \
+      --train_data_path_and_name_and_type $lm_dir/train.txt,text,text \
+      --valid_data_path_and_name_and_type $lm_dir/dev.txt,text,text \
+      --train_shape_file $lm_stats_dir/train/text_shape.$token_type \
+      --valid_shape_file $lm_stats_dir/valid/text_shape.$token_type \
+      --resume true --fold_length 150 --output_dir $lm_exp ${lm_args}
+fi
+
+if [ "$use_lm" = true ] && [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
+  log "Stage 8: LM perplexity on $test_sets -> $lm_exp/perplexity_test/*/ppl"
+  for dset in $test_sets; do
+    $python -m espnet2.bin.lm_calc_perplexity --ngpu 0 \
+      --data_path_and_name_and_type $dumpdir/raw/$dset/text,text,text \
+      --train_config $lm_exp/config.yaml --model_file $lm_exp/$inference_lm \
+      --output_dir $lm_exp/perplexity_test/$dset --log_level WARNING
+    log "  $dset: perplexity $(cat $lm_exp/perplexity_test/$dset/ppl)"
+  done
+fi
+
 if [ $stage -le 10 ] && [ $stop_stage -ge 10 ]; then
   log "Stage 10: collect shapes and feature statistics ($nj jobs) -> $asr_stats_dir"
   logdir=$asr_stats_dir/logdir; mkdir -p $logdir
@@ -175,6 +239,8 @@ if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
     --asr_model_file $model_file --output $asr_exp/subnets.json
   [ -n "$subnets" ] || subnets=$($python -c "import json,sys; print(' '.join(json.load(open(sys.argv[1]))))" $asr_exp/subnets.json)
   inf_tag=$(basename "${inference_config:-default}" .yaml)
+  lm_opts=()
+  [ "$use_lm" = true ] && lm_opts=(--lm_train_config $lm_exp/config.yaml --lm_file $lm_exp/$inference_lm)
   for size in $subnets; do
     for dset in $test_sets; do
       dir=$asr_exp/${inf_tag}_size${size}/$dset; logdir=$dir/logdir; mkdir -p $logdir
@@ -186,7 +252,7 @@ if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
           --data_path_and_name_and_type $dumpdir/raw/$dset/wav.scp,speech,sound \
           --key_file $logdir/keys.JOB.scp \
           --asr_train_config $asr_exp/config.yaml --asr_model_file $model_file \
-          --output_dir $logdir/output.JOB \
+          "${lm_opts[@]}" --output_dir $logdir/output.JOB \
           ${inference_config:+--config $inference_config} ${inference_args}
       for n in $(seq $_nj); do cat $logdir/output.$n/1best_recog/text; done \
         | LC_ALL=C sort > $dir/text

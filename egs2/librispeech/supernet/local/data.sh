@@ -16,3 +16,16 @@ if [ -z "$LIBRISPEECH" ]; then
 fi
 python -m espnet_supernet.bin.prepare_librispeech --librispeech "$LIBRISPEECH" \
   --parts $parts --outdir data
+
+# LM text (stages 6-8), as ESPnet's librispeech recipe: LibriSpeech's normalised LM corpus
+# (openslr 11: put librispeech-lm-norm.txt.gz into $LIBRISPEECH/LibriSpeech), or the
+# embedded corpus's own (fortune sentences minus the dev and test transcripts).
+lm_text=$LIBRISPEECH/LibriSpeech/librispeech-lm-norm.txt.gz
+if [ -f "$lm_text" ]; then
+  mkdir -p data/local/other_text
+  gzip -dc "$lm_text" | awk '{ printf("librispeech_lm_norm_%08d %s\n", NR, $0) }' \
+    > data/local/other_text/text
+  echo "local/data.sh: LM text: $(wc -l < data/local/other_text/text) sentences -> data/local/other_text/text"
+else
+  echo "local/data.sh: no $lm_text: the LM (stages 6-8) trains on the training transcripts only"
+fi

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Export a named subnet of a trained supernet as a standalone, physically smaller model.
+
+Usage:
+    python -m espnet_supernet.bin.export --asr_train_config exp/asr/config.yaml \\
+        --asr_model_file exp/asr/valid.loss.ave.pth --subnet 16 --outdir exp/export/16
+
+Writes into ``--outdir``:
+    config.yaml, model.pth   the standalone model. A subnet of whole blocks is a stock ESPnet
+                             ``conformer`` (blocks renumbered) that plain
+                             ``espnet2.bin.asr_inference`` decodes without this package;
+                             any other subnet is an ``encoder: pruned_conformer`` (smaller
+                             weight matrices, removed modules; decode with
+                             ``espnet_supernet.bin.asr_inference``, no ``--subnet``).
+    feats_stats.npz, ...     files the config refers to (normalisation stats, BPE model)
+    asr_<subnet>.zip         ESPnet pack (``espnet2.bin.pack`` format) of the above
+    encoder_ctc.onnx         encoder + CTC in ONNX (``--onnx true``), checked with onnxruntime
+    export.json              what was exported: kept blocks and module sizes, parameter
+                             count, file sizes, max |exported - masked supernet| encoder
+                             output difference, ONNX parity
+The export carries the subnet's own BatchNorm statistics and (``per_size_ctc``) CTC head.
+"""
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+import yaml
+
+from espnet_supernet.export.subnet_export import SubnetExport, export_subnet
+from espnet_supernet.tasks.asr import SupernetASRTask
+from espnet2.utils.types import str2bool
+
+
+def load_supernet(config: Path, model_file: Optional[Path]) -> "tuple[torch.nn.Module, dict]":
+    """Build the supernet of ``config`` and load ``model_file``; errors say what is wrong."""
+    for path in (config, model_file):
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"{path} does not exist")
+    train_config = yaml.safe_load(Path(config).read_text())
+    if train_config.get("model") != "supernet":
+        raise ValueError(f"{config} trains a '{train_config.get('model')}' model, not a "
+                         "supernet (model: supernet): there is no subnet to export")
+    try:
+        model, _ = SupernetASRTask.build_model_from_file(config, model_file, "cpu")
+    except RuntimeError as error:  # state-dict mismatch
+        raise ValueError(f"the weights in {model_file} do not fit the model of {config} "
+                         f"(use the config the checkpoint was trained with): {error}") from None
+    return model.eval(), train_config
+
+
+def build_from_config(config: dict) -> torch.nn.Module:
+    """The model of a config dict, built by the ASR task (classes of this package too)."""
+    return SupernetASRTask.build_model(argparse.Namespace(**config))
+
+
+def write_export(export: SubnetExport, outdir: Path) -> dict:
+    """Write config.yaml (with its files copied next to it) and model.pth."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    config = export.config
+    stats = (config.get("normalize_conf") or {}).get("stats_file")
+    if stats:
+        config["normalize_conf"]["stats_file"] = str(_copy(stats, outdir / "feats_stats.npz"))
+    if config.get("bpemodel"):
+        config["bpemodel"] = str(_copy(config["bpemodel"], outdir / "bpe.model"))
+    (outdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False,
+                                                       allow_unicode=True))
+    torch.save(export.state_dict, outdir / "model.pth")
+    return {"config": str(outdir / "config.yaml"), "model": str(outdir / "model.pth")}
+
+
+def _copy(src: str, dst: Path) -> Path:
+    if not Path(src).is_file():
+        raise FileNotFoundError(f"{src} (referred to by the training config) does not exist: "
+                                "run the export from the recipe directory")
+    shutil.copyfile(src, dst)
+    return dst.resolve()
+
+
+@torch.no_grad()
+def max_encoder_difference(supernet: torch.nn.Module, exported: torch.nn.Module,
+                           seconds: float = 10.0, seed: int = 0) -> float:
+    """max |encoder output| difference of the two models (eval) on a random waveform."""
+    speech = torch.randn(2, int(16000 * seconds), generator=torch.Generator().manual_seed(seed))
+    lengths = torch.tensor([speech.size(1), speech.size(1) * 3 // 4])
+    a, a_lens = supernet.encode(speech, lengths)
+    b, b_lens = exported.eval().encode(speech, lengths)
+    if not torch.equal(a_lens, b_lens):
+        raise RuntimeError(f"encoder lengths differ: {a_lens.tolist()} vs {b_lens.tolist()}")
+    valid = torch.arange(a.size(1))[None] < a_lens[:, None]
+    return float((a - b).abs()[valid].max())
+
+
+def pack(outdir: Path, name: str) -> Path:
+    """ESPnet pack zip of the export (``espnet2.bin.pack asr`` format)."""
+    from espnet2.main_funcs.pack_funcs import pack as espnet_pack
+
+    config = yaml.safe_load((outdir / "config.yaml").read_text())
+    options = [p for p in ((config.get("normalize_conf") or {}).get("stats_file"),
+                           config.get("bpemodel")) if p]
+    outpath = outdir / f"asr_{name}.zip"
+    espnet_pack(files={"asr_train_config": str(outdir / "config.yaml"),
+                       "asr_model_file": str(outdir / "model.pth")},
+                yaml_files={"asr_train_config": str(outdir / "config.yaml")},
+                option=options, outpath=str(outpath))
+    return outpath
+
+
+def export(args: argparse.Namespace) -> dict:
+    """Export ``args.subnet``; returns the ``export.json`` record."""
+    supernet, train_config = load_supernet(args.asr_train_config, args.asr_model_file)
+    result = export_subnet(supernet, train_config, args.subnet, build_from_config)
+    files = write_export(result, args.outdir)
+    exported = build_from_config(result.config)
+    exported.load_state_dict(torch.load(args.outdir / "model.pth"), strict=True)
+    diff = max_encoder_difference(supernet, exported)
+    if diff > 1e-4:
+        raise RuntimeError(f"exported model differs from the masked supernet by {diff:.2e}")
+    record = {
+        "subnet": result.name, "encoder": result.encoder, "kept_blocks": result.kept_blocks,
+        "blocks": result.blocks, "params": result.num_params,
+        "encoder_params": sum(p.numel() for p in exported.encoder.parameters()),
+        "source": {"config": str(args.asr_train_config), "model": str(args.asr_model_file)},
+        "max_encoder_difference": diff, "model_bytes": (args.outdir / "model.pth").stat().st_size,
+        **files,
+    }
+    if args.pack:
+        record["pack"] = str(pack(args.outdir, result.name))
+    if args.onnx:
+        from espnet_supernet.export.onnx_export import export_onnx, onnx_parity
+
+        path = export_onnx(exported, args.outdir / "encoder_ctc.onnx")
+        feats = torch.randn(2, 1000, _feat_dim(exported, result.config),
+                            generator=torch.Generator().manual_seed(0))
+        record["onnx"] = str(path)
+        record["onnx_bytes"] = path.stat().st_size
+        record["onnx_max_difference"] = onnx_parity(exported, path, feats,
+                                                    torch.tensor([1000, 700]))
+    (args.outdir / "export.json").write_text(json.dumps(record, indent=2) + "\n")
+    logging.info("exported subnet %s (%s, %d blocks, %.2fM params) to %s; max |diff| %.1e",
+                 result.name, result.encoder, len(result.kept_blocks), result.num_params / 1e6,
+                 args.outdir, diff)
+    return record
+
+
+def _feat_dim(model: torch.nn.Module, config: dict) -> int:
+    """Feature dimension the encoder reads (the frontend's output)."""
+    if model.frontend is not None:
+        return model.frontend.output_size()
+    return int(config["input_size"])
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """Command-line parser."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--asr_train_config", type=Path, required=True,
+                        help="the supernet's config.yaml")
+    parser.add_argument("--asr_model_file", type=Path, required=True,
+                        help="the supernet's weights (e.g. valid.loss.ave.bncal.pth, whose "
+                        "per-size BatchNorm statistics were re-estimated)")
+    parser.add_argument("--subnet", required=True, help="named subnet to export (e.g. 16)")
+    parser.add_argument("--outdir", type=Path, required=True)
+    parser.add_argument("--pack", type=str2bool, default=True, help="write the ESPnet zip")
+    parser.add_argument("--onnx", type=str2bool, default=True,
+                        help="write encoder_ctc.onnx and check it with onnxruntime")
+    return parser
+
+
+def main(cmd: Optional[List[str]] = None) -> None:
+    """Export one subnet."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = get_parser().parse_args(cmd)
+    try:
+        export(args)
+    except (FileNotFoundError, TypeError, ValueError) as error:
+        sys.exit(f"export: {error}")
+
+
+if __name__ == "__main__":
+    main()

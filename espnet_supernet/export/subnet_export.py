@@ -1,0 +1,182 @@
+"""Export one named subnet of a trained supernet as a standalone ESPnet ASR model.
+
+- A subnet of whole blocks becomes ESPnet's stock ``conformer`` encoder (kept blocks
+  renumbered) in a stock ``espnet`` model: its ``config.yaml`` and weights load and decode
+  with plain ``espnet2.bin.asr_inference`` without this package.
+- Any other subnet (single modules, some FFN chunks or attention heads) becomes a
+  :class:`~espnet_supernet.nets.pruned_conformer_encoder.PrunedConformerEncoder`
+  (``encoder: pruned_conformer``) with physically smaller weights.
+
+Either way the export carries the subnet's own BatchNorm statistics and CTC head, and
+its parameters are exactly those the subnet computes with.
+"""
+
+import copy
+import inspect
+import re
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import torch
+from espnet2.asr.espnet_model import ESPnetASRModel
+
+from espnet_supernet.nets.subnet_space import MODULE_TYPES
+from espnet_supernet.nets.switchable_linear import SwitchableLinear
+from espnet_supernet.nets.unit_gates import UnitSlice, is_skipped
+from espnet_supernet.train.supernet_asr_model import SupernetASRModel
+
+SUPERNET_ENCODER_KEYS = ("subnet_sizes", "subnet_masks", "subnet_rule", "subnet_names",
+                         "bn_stats", "ffn_chunks", "prune_heads", "adaptive_ffn_dropout")
+STOCK_MODEL_KEYS = tuple(inspect.signature(ESPnetASRModel.__init__).parameters)
+SUPERNET_CONFIG_KEYS = ("selection", "selection_conf")
+_MODULE_OF_ATTR = {"feed_forward_macaron": 0, "norm_ff_macaron": 0, "self_attn": 1,
+                   "norm_mha": 1, "conv_module": 2, "norm_conv": 2, "feed_forward": 3,
+                   "norm_ff": 3}
+_ROWS = re.compile(r"(w_1\.(weight|bias)|linear_[qkv]\.(weight|bias)|linear_pos\.weight)$")
+_COLUMNS = re.compile(r"(w_2|linear_out)\.weight$")
+_HEADS = re.compile(r"pos_bias_[uv]$")
+
+
+@dataclass
+class SubnetExport:
+    """A subnet as a standalone model.
+
+    Attributes:
+        name: the subnet's name in the supernet.
+        encoder: ``"conformer"`` (stock ESPnet) or ``"pruned_conformer"``.
+        kept_blocks: supernet block index of each exported block.
+        blocks: per exported block, kept size of each module (FFN hidden units, heads,
+            conv 1/0; 0 = removed), keys as ``MODULE_TYPES``.
+        config: the exported model's training config (``config.yaml`` contents).
+        state_dict: its weights (keys of the exported model).
+        num_params: parameters of the exported model (buffers not counted).
+    """
+
+    name: str
+    encoder: str
+    kept_blocks: List[int]
+    blocks: List[Dict[str, int]]
+    config: dict
+    state_dict: Dict[str, torch.Tensor]
+    num_params: int
+
+
+def block_specs(model: SupernetASRModel) -> List[Optional[Dict[str, int]]]:
+    """Kept size of each module of every block under the active subnet (None: block
+    skipped entirely)."""
+    encoder, full = model.encoder, block_specs_full(model)
+    gates = encoder.gates(encoder.active_mask)
+    specs: List[Optional[Dict[str, int]]] = []
+    for b in range(len(encoder.encoders)):
+        spec = {}
+        for kind, key in enumerate(MODULE_TYPES):
+            gate = gates[len(MODULE_TYPES) * b + kind]
+            if isinstance(gate, UnitSlice):
+                spec[key] = len(gate.units) if key == "mhsa" else len(gate.rows)
+            else:
+                spec[key] = 0 if is_skipped(gate) else full[key]
+        specs.append(spec if any(spec.values()) else None)
+    return specs
+
+
+def exported_config(train_config: dict, kept_blocks: List[int],
+                    blocks: List[Dict[str, int]], whole_blocks: bool) -> dict:
+    """The exported model's config: stock ``espnet`` model, stock or pruned encoder."""
+    config = copy.deepcopy(train_config)
+    encoder_conf = {k: v for k, v in config["encoder_conf"].items()
+                    if k not in SUPERNET_ENCODER_KEYS}
+    encoder_conf.update(macaron_style=True, use_cnn_module=True)  # supernet defaults
+    if whole_blocks:
+        config["encoder"] = "conformer"
+        encoder_conf["num_blocks"] = len(kept_blocks)
+    else:
+        config["encoder"] = "pruned_conformer"
+        encoder_conf.pop("num_blocks", None)
+        encoder_conf["blocks"] = blocks
+    config["encoder_conf"] = encoder_conf
+    config["model"] = "espnet"
+    config["model_conf"] = {k: v for k, v in (config.get("model_conf") or {}).items()
+                            if k in STOCK_MODEL_KEYS}
+    for key in SUPERNET_CONFIG_KEYS:
+        config.pop(key, None)
+    return config
+
+
+def export_subnet(model: SupernetASRModel, train_config: dict, name: str,
+                  build_model) -> SubnetExport:
+    """Export the named subnet of ``model``.
+
+    Args:
+        model: the trained supernet (its active subnet is changed to ``name``).
+        train_config: the supernet's ``config.yaml`` contents.
+        name: a named subnet (``model.subnet_names``).
+        build_model: ``config dict -> model``, e.g. the ASR task's ``build_model`` on a
+            namespace (the exported weights are checked by a strict load into it).
+
+    Raises:
+        KeyError: unknown subnet name (the message lists the valid ones).
+        TypeError: ``model`` is not a supernet.
+    """
+    if not isinstance(model, SupernetASRModel):
+        raise TypeError(f"the checkpoint's model is a {type(model).__name__}, not a "
+                        "supernet (model: supernet): there is no subnet to export")
+    model.set_subnet(name)
+    specs = block_specs(model)
+    kept = [b for b, spec in enumerate(specs) if spec is not None]
+    blocks = [specs[b] for b in kept]
+    whole = all(spec == block_specs_full(model) for spec in blocks)
+    config = exported_config(train_config, kept, blocks, whole)
+    target = build_model(config)
+    state = _subnet_state(model, target.state_dict(), kept)
+    target.load_state_dict(state, strict=True)  # shapes and names must match exactly
+    return SubnetExport(name, config["encoder"], kept, blocks, config, state,
+                        sum(p.numel() for p in target.parameters()))
+
+
+def block_specs_full(model: SupernetASRModel) -> Dict[str, int]:
+    """Module sizes of a complete block of the supernet."""
+    layer = model.encoder.encoders[0]
+    return {"ffn_macaron": layer.feed_forward_macaron.w_1.out_features,
+            "mhsa": layer.self_attn.h, "conv": 1,
+            "ffn": layer.feed_forward.w_1.out_features}
+
+
+def _subnet_state(model: SupernetASRModel, target: Dict[str, torch.Tensor],
+                  kept: List[int]) -> Dict[str, torch.Tensor]:
+    """Weights for every key of the exported model ``target``, from the supernet's
+    active subnet: renumbered blocks, sliced units, the subnet's BN statistics and CTC
+    head."""
+    encoder, source = model.encoder, model.state_dict()
+    gates = encoder.gates(encoder.active_mask)
+    state = {}
+    for key in target:
+        match = re.match(r"encoder\.encoders\.(\d+)\.([^.]+)\.?(.*)$", key)
+        if match:
+            b = kept[int(match.group(1))]
+            attr, rest = match.group(2), match.group(3)
+            src_key = f"encoder.encoders.{b}.{attr}" + (f".{rest}" if rest else "")
+            value = source[src_key]
+            norm = encoder.encoders[b].conv_module.norm
+            if attr == "conv_module" and rest in ("norm.running_mean", "norm.running_var"):
+                mean, var = norm.slot_statistics(norm.active_slot)
+                value = mean if rest.endswith("mean") else var
+            gate = gates[len(MODULE_TYPES) * b + _MODULE_OF_ATTR.get(attr, 0)]
+            if attr in _MODULE_OF_ATTR and isinstance(gate, UnitSlice):
+                value = _slice(value, rest, gate)
+        elif key.startswith("ctc.ctc_lo.") and isinstance(model.ctc.ctc_lo, SwitchableLinear):
+            value = getattr(model.ctc.ctc_lo.active_head(), key.rsplit(".", 1)[1])
+        else:
+            value = source[key]
+        state[key] = value.detach().clone()
+    return state
+
+
+def _slice(value: torch.Tensor, name: str, gate: UnitSlice) -> torch.Tensor:
+    """The kept part of parameter ``name`` (within an FFN or attention module)."""
+    if _ROWS.search(name):
+        return value.index_select(0, gate.rows.to(value.device))
+    if _COLUMNS.search(name):
+        return value.index_select(1, gate.rows.to(value.device))
+    if _HEADS.search(name):
+        return value.index_select(0, gate.units.to(value.device))
+    return value

@@ -1,0 +1,138 @@
+"""Running Conformer blocks with gated modules: the forward shared by the supernet
+encoder and the pruned encoders exported from it.
+
+A block is ESPnet's ``EncoderLayer`` (macaron FFN, MHSA, conv, FFN, final LayerNorm);
+each module has a gate (see :mod:`espnet_supernet.nets.unit_gates`). A module whose gate is
+a hard zero (or that an exported encoder no longer has) is never called.
+"""
+
+from typing import NamedTuple, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from espnet.nets.pytorch_backend.conformer.convolution import ConvolutionModule
+from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
+from espnet.nets.pytorch_backend.transformer.subsampling import (
+    TooShortUttError,
+    check_short_utt,
+)
+
+from espnet_supernet.nets.elastic_attention import elastic_self_attention
+from espnet_supernet.nets.elastic_feed_forward import elastic_feed_forward
+from espnet_supernet.nets.unit_gates import Gate, UnitSlice, is_skipped
+
+
+class FrontendOutput(NamedTuple):
+    """Output of the unpruned front end, shared by every subnet of a step.
+
+    Attributes:
+        xs: subsampled features with positional encoding, (B, T', D).
+        pos_emb: relative positional embedding (1, 2T'-1 or T', D), or None.
+        masks: non-padding mask (B, 1, T').
+    """
+
+    xs: torch.Tensor
+    pos_emb: Optional[torch.Tensor]
+    masks: torch.Tensor
+
+
+def frontend_forward(encoder: torch.nn.Module, xs_pad: torch.Tensor,
+                     ilens: torch.Tensor) -> FrontendOutput:
+    """Subsampling and positional encoding (``encoder.embed``) of a Conformer encoder.
+
+    Args:
+        encoder: an ESPnet ``ConformerEncoder`` (or subclass).
+        xs_pad: features (B, L, input_size).
+        ilens: lengths (B,).
+
+    Raises:
+        TooShortUttError: input too short for the subsampling (as stock ESPnet).
+    """
+    masks = (~make_pad_mask(ilens)[:, None, :]).to(xs_pad.device)
+    short, limit = check_short_utt(encoder.embed, xs_pad.size(1))
+    if short:
+        raise TooShortUttError(
+            f"has {xs_pad.size(1)} frames and is too short for subsampling "
+            f"(it needs more than {limit} frames), return empty results",
+            xs_pad.size(1),
+            limit,
+        )
+    if isinstance(encoder.embed, torch.nn.Sequential):
+        out = encoder.embed(xs_pad)
+    else:
+        out, masks = encoder.embed(xs_pad, masks)
+    xs, pos_emb = out if isinstance(out, tuple) else (out, None)
+    return FrontendOutput(xs, pos_emb, masks)
+
+
+def convolution_forward(conv: ConvolutionModule, x: torch.Tensor) -> torch.Tensor:
+    """ESPnet's ``ConvolutionModule`` on (B, T, C), pointwise convolutions as matmuls.
+
+    Same weights and result as ``conv(x)``; the two kernel-1 convolutions run as
+    ``F.linear`` on the time-major input (no transposes around them), which is what
+    makes the module cost about its FLOPs on CPU.
+    """
+    h = F.linear(x, conv.pointwise_conv1.weight.squeeze(-1), conv.pointwise_conv1.bias)
+    h = F.glu(h, dim=-1).transpose(1, 2)  # (B, C, T)
+    h = conv.activation(conv.norm(conv.depthwise_conv(h)))
+    return F.linear(h.transpose(1, 2), conv.pointwise_conv2.weight.squeeze(-1),
+                    conv.pointwise_conv2.bias)
+
+
+def gated_block_forward(
+    layer: torch.nn.Module,
+    x: torch.Tensor,
+    pos_emb: Optional[torch.Tensor],
+    masks: torch.Tensor,
+    gates: Sequence[Gate],
+    normalize_before: bool = True,
+    adaptive_ffn_dropout: bool = True,
+) -> torch.Tensor:
+    """One Conformer block (ESPnet ``EncoderLayer`` weights) with gated modules.
+
+    Module j computes ``x <- x + c_j * z_j * f_j(x)`` (c = ``ff_scale`` for the FFNs).
+    The final LayerNorm stays whenever a module of the block runs; a block whose four
+    gates are all hard zeros is skipped entirely (identity, no compute), so a subnet of
+    whole blocks is exactly a shallower stock Conformer.
+
+    Args:
+        layer: the block; a module it lacks (removed by an export) counts as skipped.
+        x: (B, T, D).
+        pos_emb: relative positional embedding, or None.
+        masks: (B, 1, T) non-padding mask.
+        gates: 4 gates, block order (macaron FFN, MHSA, conv, FFN).
+        normalize_before: pre-norm (ESPnet's default) or post-norm residuals.
+        adaptive_ffn_dropout: FFN hidden dropout scaled by the kept chunk fraction.
+
+    Returns:
+        (B, T, D).
+    """
+    if all(is_skipped(g) for g in gates):
+        return x
+    modules = (
+        (getattr(layer, "norm_ff_macaron", None), getattr(layer, "feed_forward_macaron", None),
+         layer.ff_scale),
+        (getattr(layer, "norm_mha", None), getattr(layer, "self_attn", None), 1.0),
+        (getattr(layer, "norm_conv", None), getattr(layer, "conv_module", None), 1.0),
+        (getattr(layer, "norm_ff", None), getattr(layer, "feed_forward", None), layer.ff_scale),
+    )
+    for kind, ((norm, module, scale), gate) in enumerate(zip(modules, gates)):
+        if module is None or is_skipped(gate):
+            continue
+        h = norm(x) if normalize_before else x
+        if kind == 1:
+            h = elastic_self_attention(module, h, pos_emb, masks, gate)
+        elif kind == 2:
+            h = convolution_forward(module, h)
+        else:
+            h = elastic_feed_forward(module, h, gate, adaptive_ffn_dropout)
+        if isinstance(gate, UnitSlice):
+            scale = scale * gate.scale
+        elif isinstance(gate, torch.Tensor):
+            scale = scale * gate if gate.dim() == 0 else scale
+        elif gate != 1:
+            scale = scale * gate
+        x = x + scale * layer.dropout(h)
+        if not normalize_before:
+            x = norm(x)
+    return layer.norm_final(x)

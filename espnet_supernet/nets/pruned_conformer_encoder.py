@@ -1,0 +1,107 @@
+"""A Conformer encoder whose blocks have their own module shapes: an exported subnet.
+
+A subnet of whole blocks exports as ESPnet's stock ``conformer``. Any other subnet (single
+modules, some FFN hidden chunks or attention heads of a module) exports as this class:
+each block keeps only the modules the subnet runs, with physically smaller weights
+(an FFN with fewer hidden units, an attention with fewer heads), so its parameter count
+and compute are the subnet's. Parameter names are ESPnet's (``encoders.N.feed_forward...``),
+minus the removed modules (which the blocks no longer have as attributes).
+"""
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
+from espnet.nets.pytorch_backend.transformer.attention import RelPositionMultiHeadedAttention
+from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
+    PositionwiseFeedForward,
+)
+
+from espnet_supernet.nets.conformer_blocks import frontend_forward, gated_block_forward
+from espnet_supernet.nets.subnet_space import MODULE_TYPES
+
+BLOCK_KEYS = MODULE_TYPES  # ffn_macaron, mhsa, conv, ffn
+_MODULE_ATTRS = {  # block key -> (module attribute, its LayerNorm)
+    "ffn_macaron": ("feed_forward_macaron", "norm_ff_macaron"),
+    "mhsa": ("self_attn", "norm_mha"),
+    "conv": ("conv_module", "norm_conv"),
+    "ffn": ("feed_forward", "norm_ff"),
+}
+
+
+def _shrink_attention(att: torch.nn.Module, heads: int) -> None:
+    """Give ``att`` (ESPnet multi-head attention) ``heads`` heads of the same width."""
+    d_model, inner = att.linear_q.in_features, heads * att.d_k
+    att.h = heads
+    for name in ("linear_q", "linear_k", "linear_v"):
+        setattr(att, name, torch.nn.Linear(d_model, inner))
+    att.linear_out = torch.nn.Linear(inner, d_model)
+    if isinstance(att, RelPositionMultiHeadedAttention):
+        att.linear_pos = torch.nn.Linear(d_model, inner, bias=False)
+        att.pos_bias_u = torch.nn.Parameter(torch.zeros(heads, att.d_k))
+        att.pos_bias_v = torch.nn.Parameter(torch.zeros(heads, att.d_k))
+
+
+class PrunedConformerEncoder(ConformerEncoder):
+    """Conformer encoder with per-block module sizes (a physically pruned subnet).
+
+    Args:
+        input_size: feature dimension.
+        blocks: one dict per block with the keys ``ffn_macaron``, ``mhsa``, ``conv``,
+            ``ffn``: hidden units of each FFN, heads of the attention (1 .. heads of
+            ``attention_heads``), 1/0 for the conv module; 0 removes a module.
+        **conformer_conf: every other argument of ESPnet's ``ConformerEncoder``
+            (``num_blocks`` is ``len(blocks)``; macaron FFNs and conv modules are on).
+    """
+
+    def __init__(self, input_size: int, blocks: List[Dict[str, int]],
+                 **conformer_conf: Any):
+        if not blocks:
+            raise ValueError("pruned_conformer needs at least one block")
+        for i, spec in enumerate(blocks):
+            if sorted(spec) != sorted(BLOCK_KEYS) or not any(spec.values()):
+                raise ValueError(
+                    f"block {i} of pruned_conformer must give {', '.join(BLOCK_KEYS)} with "
+                    f"at least one module kept, got {spec}"
+                )
+        if conformer_conf.get("num_blocks", len(blocks)) != len(blocks):
+            raise ValueError(f"num_blocks={conformer_conf['num_blocks']} but "
+                             f"{len(blocks)} blocks are given")
+        conformer_conf.update(num_blocks=len(blocks), macaron_style=True, use_cnn_module=True)
+        super().__init__(input_size, **conformer_conf)
+        self.blocks = [dict(spec) for spec in blocks]
+        heads = conformer_conf.get("attention_heads", 4)
+        for layer, spec in zip(self.encoders, self.blocks):
+            for key, (module_name, norm_name) in _MODULE_ATTRS.items():
+                size, module = spec[key], getattr(layer, module_name)
+                if size == 0:  # removed, not None: a strict load then rejects its keys
+                    delattr(layer, module_name)
+                    delattr(layer, norm_name)
+                elif key == "mhsa" and size != heads:
+                    if not 0 < size <= heads:
+                        raise ValueError(f"mhsa must keep 1..{heads} heads, got {size}")
+                    _shrink_attention(module, size)
+                elif key in ("ffn", "ffn_macaron") and size != module.w_1.out_features:
+                    setattr(layer, module_name, PositionwiseFeedForward(
+                        module.w_1.in_features, size, module.dropout.p, module.activation))
+
+    def forward(
+        self,
+        xs_pad: torch.Tensor,
+        ilens: torch.Tensor,
+        prev_states: Optional[torch.Tensor] = None,
+        masks: Optional[torch.Tensor] = None,
+        ctc: Optional[torch.nn.Module] = None,
+        return_all_hs: bool = False,
+    ) -> Tuple[torch.Tensor, torch.Tensor, None]:
+        """Encode (B, L, input_size) features of lengths (B,) -> (B, T', D), (B,), None."""
+        if masks is not None or return_all_hs:
+            raise NotImplementedError("pruned_conformer computes masks from ilens itself")
+        front = frontend_forward(self, xs_pad, ilens)
+        xs = front.xs
+        for layer in self.encoders:
+            xs = gated_block_forward(layer, xs, front.pos_emb, front.masks, (1, 1, 1, 1),
+                                     self.normalize_before)
+        if self.normalize_before:
+            xs = self.after_norm(xs)
+        return xs, front.masks.squeeze(1).sum(1), None

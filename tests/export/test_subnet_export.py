@@ -1,0 +1,155 @@
+"""Exporting subnets: stock conformer for whole blocks, pruned encoder otherwise."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from espnet_supernet.bin.export import (
+    build_from_config,
+    load_supernet,
+    max_encoder_difference,
+    write_export,
+)
+from espnet_supernet.bin.subnet_report import subnet_report
+from espnet_supernet.export.subnet_export import export_subnet
+from espnet_supernet.nets.pruned_conformer_encoder import PrunedConformerEncoder
+from espnet_supernet.tasks.asr import SupernetASRTask
+
+CONF = Path(__file__).resolve().parents[2] / "egs2/librispeech/supernet/conf"
+TOKENS = ["<blank>", "<unk>", "a", "b", "c", "d", "<sos/eos>"]
+# block: ffn_macaron 4 chunks, mhsa 2 heads, conv, ffn 4 chunks (11 units), 2 blocks
+COMPONENT_MASK = [1, 0, 1, 0, 0, 1, 1, 1, 1, 1, 1,
+                  0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 1]  # fmt: skip
+
+
+def make_supernet(tmp_path: Path, **encoder_conf):
+    """The tiny recipe supernet (sizes 4 and 8, per-size CTC heads, a decoder) with
+    random per-size BatchNorm statistics; returns (model, config dict, config path)."""
+    config = yaml.safe_load((CONF / "tuning/train_supernet_conformer_tiny.yaml").read_text())
+    config["encoder_conf"].update(encoder_conf)
+    (tmp_path / "in.yaml").write_text(yaml.safe_dump(config))
+    args = SupernetASRTask.get_parser().parse_args([
+        "--config", str(tmp_path / "in.yaml"), "--token_list", str(tmp_path / "tokens.txt"),
+        "--output_dir", str(tmp_path / "exp"), "--normalize", "none",
+    ])  # fmt: skip
+    args.token_list = TOKENS
+    torch.manual_seed(0)
+    model = SupernetASRTask.build_model(args).eval()
+    with torch.no_grad():
+        for layer in model.encoder.encoders:
+            norm = layer.conv_module.norm
+            norm.slot_running_mean.normal_()
+            norm.slot_running_var.uniform_(0.5, 2.0)
+    config = vars(args)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    torch.save(model.state_dict(), tmp_path / "model.pth")
+    return model, config, path
+
+
+def test_whole_blocks_export_as_stock_conformer(tmp_path):
+    model, config, _ = make_supernet(tmp_path)
+    report = subnet_report(model)
+    export = export_subnet(model, config, "4", build_from_config)
+    assert export.encoder == "conformer" and export.kept_blocks == [1]  # "layers" rule
+    assert export.config["encoder_conf"]["num_blocks"] == 1
+    assert "subnet_sizes" not in export.config["encoder_conf"]
+    assert export.config["model"] == "espnet" and "selection" not in export.config
+    assert export.num_params == report["4"]["total_params"]
+    assert not any(k.startswith("encoder.encoders.1.") for k in export.state_dict)
+    assert torch.equal(export.state_dict["encoder.encoders.0.feed_forward.w_1.weight"],
+                       model.encoder.encoders[1].feed_forward.w_1.weight)  # renumbered
+    norm = model.encoder.encoders[1].conv_module.norm
+    slot = model.encoder.subnet_names.index("4")
+    assert torch.equal(export.state_dict["encoder.encoders.0.conv_module.norm.running_mean"],
+                       norm.slot_running_mean[slot])
+    assert torch.equal(export.state_dict["ctc.ctc_lo.weight"],
+                       model.ctc.ctc_lo.heads[slot].weight)
+    exported = build_from_config(export.config)
+    exported.load_state_dict(export.state_dict, strict=True)
+    assert type(exported.encoder).__name__ == "ConformerEncoder"
+    model.set_subnet("4")
+    assert max_encoder_difference(model, exported, seconds=2.0) <= 1e-5
+
+
+def test_component_subnet_exports_pruned(tmp_path):
+    model, config, _ = make_supernet(tmp_path, ffn_chunks=4, prune_heads=True,
+                                     subnet_masks={"comp": COMPONENT_MASK})
+    report = subnet_report(model)
+    export = export_subnet(model, config, "comp", build_from_config)
+    assert export.encoder == "pruned_conformer"
+    assert export.blocks == [{"ffn_macaron": 32, "mhsa": 1, "conv": 1, "ffn": 64},
+                             {"ffn_macaron": 0, "mhsa": 2, "conv": 0, "ffn": 16}]
+    assert export.num_params == report["comp"]["total_params"]
+    exported = build_from_config(export.config)
+    assert isinstance(exported.encoder, PrunedConformerEncoder)
+    exported.load_state_dict(export.state_dict, strict=True)
+    layer0, layer1 = exported.encoder.encoders
+    assert layer0.feed_forward_macaron.w_1.weight.shape == (32, 32)
+    assert layer0.self_attn.linear_q.weight.shape == (16, 32)
+    assert not hasattr(layer1, "conv_module") and not hasattr(layer1, "feed_forward_macaron")
+    model.set_subnet("comp")
+    assert max_encoder_difference(model, exported, seconds=2.0) <= 1e-5
+    # a strict load notices missing and unexpected keys
+    state = dict(export.state_dict)
+    state["encoder.encoders.1.conv_module.pointwise_conv1.weight"] = torch.zeros(64, 32, 1)
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        exported.load_state_dict(state, strict=True)
+    del state["encoder.encoders.1.conv_module.pointwise_conv1.weight"]
+    del state["encoder.encoders.0.self_attn.pos_bias_u"]
+    with pytest.raises(RuntimeError, match="Missing key"):
+        exported.load_state_dict(state, strict=True)
+
+
+STOCK_DECODE = """
+import sys, torch
+from espnet2.bin.asr_inference import Speech2Text
+s2t = Speech2Text(sys.argv[1], sys.argv[2], ctc_weight=1.0, beam_size=1)
+speech = torch.load(sys.argv[3])
+enc, _ = s2t.asr_model.encode(speech, torch.tensor([speech.size(1)]))
+print(s2t.asr_model.ctc.argmax(enc)[0].tolist())
+print(type(s2t.asr_model.encoder).__module__)
+assert not any(m.startswith("espnet_supernet") for m in sys.modules), "package imported"
+"""
+
+
+def test_exported_loads_in_stock_espnet_without_this_package(tmp_path):
+    model, config, _ = make_supernet(tmp_path)
+    export = export_subnet(model, config, "4", build_from_config)
+    write_export(export, tmp_path / "export")
+    speech = torch.randn(1, 24000, generator=torch.Generator().manual_seed(1))
+    torch.save(speech, tmp_path / "speech.pt")
+    out = subprocess.run(
+        [sys.executable, "-c", STOCK_DECODE, str(tmp_path / "export/config.yaml"),
+         str(tmp_path / "export/model.pth"), str(tmp_path / "speech.pt")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    ids, module = out.stdout.strip().splitlines()[-2:]
+    assert module == "espnet2.asr.encoder.conformer_encoder"
+    model.set_subnet("4")
+    with torch.no_grad():
+        enc, _ = model.encode(speech, torch.tensor([speech.size(1)]))
+    assert ids == str(model.ctc.argmax(enc)[0].tolist())
+
+
+def test_bad_inputs(tmp_path):
+    model, config, path = make_supernet(tmp_path)
+    with pytest.raises(ValueError, match="unknown subnet .3.; valid names: 4, 8"):
+        export_subnet(model, config, "3", build_from_config)
+    stock = dict(config, model="espnet", encoder="conformer", model_conf={"ctc_weight": 0.5},
+                 encoder_conf={k: v for k, v in config["encoder_conf"].items()
+                               if k != "subnet_sizes"})
+    (tmp_path / "stock.yaml").write_text(yaml.safe_dump(stock))
+    with pytest.raises(ValueError, match="not a supernet"):
+        load_supernet(tmp_path / "stock.yaml", tmp_path / "model.pth")
+    wider = dict(config, encoder_conf=dict(config["encoder_conf"], output_size=48))
+    (tmp_path / "wider.yaml").write_text(yaml.safe_dump(wider))
+    with pytest.raises(ValueError, match="do not fit the model"):
+        load_supernet(tmp_path / "wider.yaml", tmp_path / "model.pth")
+    with pytest.raises(FileNotFoundError, match="missing.pth does not exist"):
+        load_supernet(path, tmp_path / "missing.pth")
