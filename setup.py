@@ -17,5 +17,6 @@ setup(
         "soundfile",
         "jiwer",
     ],
-    extras_require={"train": ["tensorboard", "matplotlib"], "test": ["pytest"]},
+    extras_require={"train": ["tensorboard", "matplotlib"], "export": ["onnx", "onnxruntime"],
+                    "test": ["pytest"]},
 )

@@ -1,10 +1,14 @@
 """Tiny supernet encoder arguments and model builder shared by the unit tests."""
 
+from pathlib import Path
+
 import torch
+import yaml
 from espnet2.asr.ctc import CTC
 from espnet2.asr.decoder.transformer_decoder import TransformerDecoder
 
 from espnet_supernet.nets.supernet_conformer_encoder import SupernetConformerEncoder
+from espnet_supernet.tasks.asr import SupernetASRTask
 from espnet_supernet.train.supernet_asr_model import SupernetASRModel
 
 TINY_ENCODER = dict(
@@ -39,3 +43,38 @@ def make_model(sizes=(4, 8, 12), decoder=False, encoder_conf=None, **model_conf)
         specaug=None, normalize=None, preencoder=None, encoder=enc, postencoder=None,
         decoder=dec, ctc=CTC(VOCAB, 16), joint_network=None, **model_conf,
     )
+
+
+CONF = Path(__file__).resolve().parents[1] / "egs2/librispeech/supernet/conf"
+TOKENS = ["<blank>", "<unk>", "a", "b", "c", "d", "<sos/eos>"]
+# block: ffn_macaron 4 chunks, mhsa 2 heads, conv, ffn 4 chunks (11 units), 2 blocks
+COMPONENT_MASK = [1, 0, 1, 0, 0, 1, 1, 1, 1, 1, 1,
+                  0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 1]  # fmt: skip
+
+
+def make_task_supernet(tmp_path: Path, config_updates=None, **encoder_conf):
+    """The tiny recipe supernet (sizes 4 and 8, per-size CTC heads, a decoder) with
+    random per-size BatchNorm statistics; returns (model, config dict, config path).
+    ``encoder_conf`` entries with value None are removed."""
+    config = yaml.safe_load((CONF / "tuning/train_supernet_conformer_tiny.yaml").read_text())
+    config["encoder_conf"].update(encoder_conf)
+    config["encoder_conf"] = {k: v for k, v in config["encoder_conf"].items() if v is not None}
+    config.update(config_updates or {})
+    (tmp_path / "in.yaml").write_text(yaml.safe_dump(config))
+    args = SupernetASRTask.get_parser().parse_args([
+        "--config", str(tmp_path / "in.yaml"), "--token_list", str(tmp_path / "tokens.txt"),
+        "--output_dir", str(tmp_path / "exp"), "--normalize", "none",
+    ])  # fmt: skip
+    args.token_list = TOKENS
+    torch.manual_seed(0)
+    model = SupernetASRTask.build_model(args).eval()
+    with torch.no_grad():
+        for layer in model.encoder.encoders:
+            norm = layer.conv_module.norm
+            norm.slot_running_mean.normal_()
+            norm.slot_running_var.uniform_(0.5, 2.0)
+    config = vars(args)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    torch.save(model.state_dict(), tmp_path / "model.pth")
+    return model, config, path

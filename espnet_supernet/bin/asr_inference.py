@@ -32,12 +32,16 @@ from espnet_supernet.decode.ctc_greedy_search import CTCGreedySearch  # noqa: E4
 
 @contextlib.contextmanager
 def subnet_model_loading(subnet: Optional[str]) -> Iterator[None]:
-    """Within the block, ASR models built from files have ``subnet`` active.
+    """Within the block, ASR models built from files have ``subnet`` active (None: no
+    change, so exported models and plain ESPnet models load too).
 
     ``Speech2Text`` builds its model and its CTC scorer in one constructor, so the
     subnet (and its own CTC head and BatchNorm statistics) must be active as soon as the
     model is loaded; this wraps ``ASRTask.build_model_from_file`` for that time.
     """
+    if subnet is None:  # any model, a supernet decodes with its largest size
+        yield
+        return
     task, name = espnet_asr.ASRTask, "build_model_from_file"
     own = task.__dict__.get(name)  # None when inherited from AbsTask
     build = getattr(task, name).__func__

@@ -15,6 +15,7 @@ Writes into ``--outdir``:
     feats_stats.npz, ...     files the config refers to (normalisation stats, BPE model)
     asr_<subnet>.zip         ESPnet pack (``espnet2.bin.pack`` format) of the above
     encoder_ctc.onnx         encoder + CTC in ONNX (``--onnx true``), checked with onnxruntime
+    model_int8.pth           with ``--quantize int8``: dynamic int8 Linear layers
     export.json              what was exported: kept blocks and module sizes, parameter
                              count, file sizes, max |exported - masked supernet| encoder
                              output difference, ONNX parity
@@ -32,6 +33,7 @@ from typing import List, Optional
 import torch
 import yaml
 
+from espnet_supernet.export.quantize import quantize_int8
 from espnet_supernet.export.subnet_export import SubnetExport, export_subnet
 from espnet_supernet.tasks.asr import SupernetASRTask
 from espnet2.utils.types import str2bool
@@ -104,48 +106,68 @@ def pack(outdir: Path, name: str) -> Path:
     options = [p for p in ((config.get("normalize_conf") or {}).get("stats_file"),
                            config.get("bpemodel")) if p]
     outpath = outdir / f"asr_{name}.zip"
-    espnet_pack(files={"asr_train_config": str(outdir / "config.yaml"),
-                       "asr_model_file": str(outdir / "model.pth")},
+    espnet_pack(files={"asr_model_file": str(outdir / "model.pth")},
                 yaml_files={"asr_train_config": str(outdir / "config.yaml")},
                 option=options, outpath=str(outpath))
     return outpath
 
 
-def export(args: argparse.Namespace) -> dict:
-    """Export ``args.subnet``; returns the ``export.json`` record."""
-    supernet, train_config = load_supernet(args.asr_train_config, args.asr_model_file)
-    result = export_subnet(supernet, train_config, args.subnet, build_from_config)
-    files = write_export(result, args.outdir)
+def export_model(supernet: torch.nn.Module, train_config: dict, outdir: Path, name: str,
+                 mask: Optional[List[int]] = None, pack_zip: bool = True, onnx: bool = True,
+                 quantize: Optional[str] = None, source: Optional[dict] = None) -> dict:
+    """Export a subnet of the loaded supernet into ``outdir``; returns the record written
+    to ``outdir/export.json`` (see the module docstring)."""
+    result = export_subnet(supernet, train_config, name, build_from_config, mask=mask)
+    files = write_export(result, outdir)
     exported = build_from_config(result.config)
-    exported.load_state_dict(torch.load(args.outdir / "model.pth"), strict=True)
+    exported.load_state_dict(torch.load(outdir / "model.pth"), strict=True)
     diff = max_encoder_difference(supernet, exported)
     if diff > 1e-4:
         raise RuntimeError(f"exported model differs from the masked supernet by {diff:.2e}")
     record = {
         "subnet": result.name, "encoder": result.encoder, "kept_blocks": result.kept_blocks,
-        "blocks": result.blocks, "params": result.num_params,
+        "blocks": result.blocks, "mask": supernet.encoder.active_mask,
+        "params": result.num_params,
         "encoder_params": sum(p.numel() for p in exported.encoder.parameters()),
-        "source": {"config": str(args.asr_train_config), "model": str(args.asr_model_file)},
-        "max_encoder_difference": diff, "model_bytes": (args.outdir / "model.pth").stat().st_size,
-        **files,
+        "source": source or {}, "max_encoder_difference": diff,
+        "model_bytes": (outdir / "model.pth").stat().st_size, **files,
     }
-    if args.pack:
-        record["pack"] = str(pack(args.outdir, result.name))
-    if args.onnx:
-        from espnet_supernet.export.onnx_export import export_onnx, onnx_parity
+    if pack_zip:
+        record["pack"] = str(pack(outdir, result.name))
+    if onnx:
+        try:
+            from espnet_supernet.export.onnx_export import export_onnx, onnx_parity
+        except ImportError as error:
+            raise ValueError(f"ONNX export needs onnx and onnxruntime ({error}): "
+                             "pip install 'espnet_supernet[export]', or --onnx false") from None
 
-        path = export_onnx(exported, args.outdir / "encoder_ctc.onnx")
+        path = export_onnx(exported, outdir / "encoder_ctc.onnx")
         feats = torch.randn(2, 1000, _feat_dim(exported, result.config),
                             generator=torch.Generator().manual_seed(0))
         record["onnx"] = str(path)
         record["onnx_bytes"] = path.stat().st_size
         record["onnx_max_difference"] = onnx_parity(exported, path, feats,
                                                     torch.tensor([1000, 700]))
-    (args.outdir / "export.json").write_text(json.dumps(record, indent=2) + "\n")
+    if quantize == "int8":
+        path = outdir / "model_int8.pth"
+        torch.save(quantize_int8(exported).state_dict(), path)
+        record["int8_model"], record["int8_bytes"] = str(path), path.stat().st_size
+    elif quantize is not None:
+        raise ValueError(f"--quantize must be int8, got {quantize!r}")
+    (outdir / "export.json").write_text(json.dumps(record, indent=2) + "\n")
     logging.info("exported subnet %s (%s, %d blocks, %.2fM params) to %s; max |diff| %.1e",
                  result.name, result.encoder, len(result.kept_blocks), result.num_params / 1e6,
-                 args.outdir, diff)
+                 outdir, diff)
     return record
+
+
+def export(args: argparse.Namespace) -> dict:
+    """Export ``args.subnet`` of the supernet given on the command line."""
+    supernet, train_config = load_supernet(args.asr_train_config, args.asr_model_file)
+    return export_model(
+        supernet, train_config, args.outdir, args.subnet, pack_zip=args.pack, onnx=args.onnx,
+        quantize=args.quantize,
+        source={"config": str(args.asr_train_config), "model": str(args.asr_model_file)})
 
 
 def _feat_dim(model: torch.nn.Module, config: dict) -> int:
@@ -169,6 +191,11 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pack", type=str2bool, default=True, help="write the ESPnet zip")
     parser.add_argument("--onnx", type=str2bool, default=True,
                         help="write encoder_ctc.onnx and check it with onnxruntime")
+    parser.add_argument("--quantize", choices=["int8"], default=None,
+                        help="also write model_int8.pth: PyTorch dynamic int8 quantization "
+                        "of the Linear layers (load with "
+                        "espnet_supernet.export.quantize.load_int8_model, or decode the "
+                        "fp32 model with asr_inference --quantize_asr_model true)")
     return parser
 
 

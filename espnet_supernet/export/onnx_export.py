@@ -140,9 +140,10 @@ class OnnxEncoderCtc(torch.nn.Module):
         super().__init__()
         self.pos_kind = _check_supported(model)
         self.encoder = copy.deepcopy(model.encoder).cpu().float().eval()
-        self.ctc_lo = copy.deepcopy(model.ctc.ctc_lo).cpu().float().eval()
+        self.ctc = copy.deepcopy(model.ctc).cpu().float().eval()
         self.pruned = isinstance(self.encoder, PrunedConformerEncoder)
         norm = model.normalize
+        self.has_norm = norm is not None
         self.norm_means = norm is not None and norm.norm_means
         self.norm_vars = norm is not None and norm.norm_vars
         if norm is not None:
@@ -177,7 +178,7 @@ class OnnxEncoderCtc(torch.nn.Module):
         x = feats
         if self.norm_means:
             x = x - self.mean
-        if hasattr(self, "mean"):  # GlobalMVN zeroes padded frames
+        if self.has_norm:  # GlobalMVN zeroes padded frames
             frames = torch.arange(x.size(1), device=x.device)
             x = x.masked_fill((frames[None, :] >= feats_lengths[:, None])[..., None], 0.0)
         if self.norm_vars:
@@ -205,7 +206,7 @@ class OnnxEncoderCtc(torch.nn.Module):
         self.frame_mask.valid = None
         if self.encoder.normalize_before:
             x = self.encoder.after_norm(x)
-        return torch.log_softmax(self.ctc_lo(x), dim=2), out_lengths
+        return self.ctc.log_softmax(x), out_lengths
 
 
 def _feat_dim(model: ESPnetASRModel) -> Optional[int]:
@@ -245,6 +246,8 @@ def export_onnx(model: ESPnetASRModel, path: Path, opset: int = 17) -> Path:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "You are using the legacy TorchScript",
                                 DeprecationWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning,
+                                module=r"torch\.onnx")
         torch.onnx.export(
             wrapper, (feats, lengths), str(path), input_names=list(INPUT_NAMES),
             output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes,
@@ -277,6 +280,8 @@ def onnx_parity(model: ESPnetASRModel, path: Path, feats: torch.Tensor,
 
     Raises:
         ValueError: ONNX and PyTorch output lengths differ.
+        TooShortUttError: an item has fewer than 7 frames (ESPnet's encoder rejects it;
+            the ONNX graph gives it ``out_lengths`` 0).
     """
     import onnxruntime as ort
 

@@ -103,24 +103,31 @@ def exported_config(train_config: dict, kept_blocks: List[int],
 
 
 def export_subnet(model: SupernetASRModel, train_config: dict, name: str,
-                  build_model) -> SubnetExport:
-    """Export the named subnet of ``model``.
+                  build_model, mask: Optional[List[int]] = None) -> SubnetExport:
+    """Export the named subnet of ``model`` (or the unnamed subnet ``mask``).
 
     Args:
-        model: the trained supernet (its active subnet is changed to ``name``).
+        model: the trained supernet (its active subnet is changed).
         train_config: the supernet's ``config.yaml`` contents.
-        name: a named subnet (``model.subnet_names``).
+        name: a named subnet (``model.subnet_names``), or a label for ``mask``.
         build_model: ``config dict -> model``, e.g. the ASR task's ``build_model`` on a
             namespace (the exported weights are checked by a strict load into it).
+        mask: a module or unit mask (e.g. an OrthoSoftmax prefix between the trained
+            budgets); it uses the largest size's CTC head, and its own BatchNorm
+            statistics only if it equals a named subnet's mask.
 
     Raises:
-        KeyError: unknown subnet name (the message lists the valid ones).
+        ValueError: unknown subnet name (the message lists the valid ones).
         TypeError: ``model`` is not a supernet.
     """
     if not isinstance(model, SupernetASRModel):
         raise TypeError(f"the checkpoint's model is a {type(model).__name__}, not a "
                         "supernet (model: supernet): there is no subnet to export")
-    model.set_subnet(name)
+    if mask is None:
+        model.set_subnet(name)
+    else:
+        model.set_subnet(None)
+        model.encoder.set_subnet(mask)
     specs = block_specs(model)
     kept = [b for b, spec in enumerate(specs) if spec is not None]
     blocks = [specs[b] for b in kept]

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,38 +16,7 @@ from espnet_supernet.bin.export import (
 from espnet_supernet.bin.subnet_report import subnet_report
 from espnet_supernet.export.subnet_export import export_subnet
 from espnet_supernet.nets.pruned_conformer_encoder import PrunedConformerEncoder
-from espnet_supernet.tasks.asr import SupernetASRTask
-
-CONF = Path(__file__).resolve().parents[2] / "egs2/librispeech/supernet/conf"
-TOKENS = ["<blank>", "<unk>", "a", "b", "c", "d", "<sos/eos>"]
-# block: ffn_macaron 4 chunks, mhsa 2 heads, conv, ffn 4 chunks (11 units), 2 blocks
-COMPONENT_MASK = [1, 0, 1, 0, 0, 1, 1, 1, 1, 1, 1,
-                  0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 1]  # fmt: skip
-
-
-def make_supernet(tmp_path: Path, **encoder_conf):
-    """The tiny recipe supernet (sizes 4 and 8, per-size CTC heads, a decoder) with
-    random per-size BatchNorm statistics; returns (model, config dict, config path)."""
-    config = yaml.safe_load((CONF / "tuning/train_supernet_conformer_tiny.yaml").read_text())
-    config["encoder_conf"].update(encoder_conf)
-    (tmp_path / "in.yaml").write_text(yaml.safe_dump(config))
-    args = SupernetASRTask.get_parser().parse_args([
-        "--config", str(tmp_path / "in.yaml"), "--token_list", str(tmp_path / "tokens.txt"),
-        "--output_dir", str(tmp_path / "exp"), "--normalize", "none",
-    ])  # fmt: skip
-    args.token_list = TOKENS
-    torch.manual_seed(0)
-    model = SupernetASRTask.build_model(args).eval()
-    with torch.no_grad():
-        for layer in model.encoder.encoders:
-            norm = layer.conv_module.norm
-            norm.slot_running_mean.normal_()
-            norm.slot_running_var.uniform_(0.5, 2.0)
-    config = vars(args)
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    torch.save(model.state_dict(), tmp_path / "model.pth")
-    return model, config, path
+from tiny_models import COMPONENT_MASK, make_task_supernet as make_supernet
 
 
 def test_whole_blocks_export_as_stock_conformer(tmp_path):

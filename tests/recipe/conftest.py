@@ -182,9 +182,9 @@ def run_recipe() -> Callable[..., RecipeRun]:
 @pytest.fixture(scope="session")
 def trained(recipe_copy, tiny_corpus, run_recipe) -> Trained:
     recipe = recipe_copy("e2e")
-    run = run_recipe(recipe, *TINY_ARGS, corpus=tiny_corpus, log_name="run_1-13.log")
+    run = run_recipe(recipe, *TINY_ARGS, corpus=tiny_corpus, log_name="run_1-14.log")
     if run.returncode != 0:
-        pytest.fail(f"./run.sh (stages 1-13) failed\n{run.tail()}")
+        pytest.fail(f"./run.sh (stages 1-14) failed\n{run.tail()}")
     train_log = recipe / ASR_EXP / "train.log"
     assert train_log.is_file(), run.tail()
     return Trained(recipe, tiny_corpus, run, train_log.read_text(encoding="utf-8"))

@@ -8,15 +8,18 @@ TRAIN_SET, VALID_SET = "train_clean_100", "dev_clean"
 TEST_SETS = ("dev_clean", "test_clean")
 ALL_SETS = (TRAIN_SET, "dev_clean", "test_clean")
 ASR_EXP = "exp/asr_train_supernet_conformer_tiny"
-INF_TAG = "decode_ctc_greedy"
+INF_TAG = "decode_lm_tiny"
+LM_EXP = "exp/lm_train_lm_tiny"
 SIZES = ("4", "8")
 FS = 16000
 MIN_DURATION, MAX_DURATION = 0.1, 20  # supernet.sh defaults, also passed by run.sh
-# Smoke-test training and decoding configs (sizes 4 and 8, two epochs, CTC greedy).
+# Smoke-test training, LM and decoding configs (sizes 4 and 8, two epochs; beam 2 with
+# the attention decoder and the LM).
 TINY_ARGS = (
     "--asr_config", "conf/tuning/train_supernet_conformer_tiny.yaml",
+    "--lm_config", "conf/tuning/train_lm_tiny.yaml",
     "--token_type", "bpe", "--nbpe", "50",
-    "--inference_config", f"conf/{INF_TAG}.yaml",
+    "--inference_config", f"conf/tuning/{INF_TAG}.yaml",
 )  # fmt: skip
 
 
@@ -27,7 +30,7 @@ class Trained:
     Attributes:
         recipe: The recipe directory.
         corpus: LIBRISPEECH of the run.
-        run: The stages 1-13 run.
+        run: The stages 1-14 run.
         train_log: train.log as the training wrote it (later runs overwrite it).
     """
 

@@ -1,8 +1,9 @@
-"""End to end: stages 1-13 of the LibriSpeech supernet recipe on a tiny corpus.
+"""End to end: stages 1-14 of the LibriSpeech supernet recipe on a tiny corpus.
 
-One training run (session fixture ``trained``, in conftest.py) in a copy of the recipe: a 2-block
-supernet with sizes 4 and 8, two epochs, CTC greedy decoding of every size on
-dev_clean and test_clean. The later tests reuse the trained copy: resuming stage 11,
+One training run (session fixture ``trained``, in conftest.py) in a copy of the recipe: a tiny
+LM (stages 6-8), a 2-block supernet with sizes 4 and 8, two epochs, beam-search decoding
+with the LM of every size on dev_clean and test_clean, scoring, and the export of every size
+with its deployment table (stage 14). The later tests reuse the trained copy: resuming stage 11,
 decoding an unknown size, and decoding one size only. About 2-3 minutes on 2 cores.
 """
 
@@ -22,6 +23,7 @@ from e2e_run import (  # noqa: E402
     ALL_SETS,
     ASR_EXP,
     INF_TAG,
+    LM_EXP,
     SIZES,
     FS,
     MIN_DURATION,
@@ -75,7 +77,7 @@ def parse_markdown_tables(text: str) -> List[Dict[str, str]]:
 
 def test_exit_status(trained: Trained) -> None:
     assert trained.run.returncode == 0, trained.run.tail()
-    assert "Successfully finished stages 1-13" in trained.run.output, trained.run.tail()
+    assert "Successfully finished stages 1-14" in trained.run.output, trained.run.tail()
 
 
 def test_data_dirs(trained: Trained, tiny_corpus: Path) -> None:
@@ -302,3 +304,74 @@ def test_per_size_batch_norm_statistics_differ_from_shared(trained: Trained, mon
         losses[mode] = float(stats[f"loss_{small}"])
     assert (outputs["per_size"] - outputs["shared"]).abs().max() > 1e-3
     assert all(map(math.isfinite, losses.values())), losses
+
+
+def test_lm_stages(trained: Trained) -> None:
+    """Stages 6-8: LM text without any dev/test transcript, a trained LM, perplexities."""
+    lm_text = trained.recipe / "dump/lm_bpe50/train.txt"
+    sentences = {line.split(" ", 1)[1] for line in lm_text.read_text().splitlines()}
+    train = set(read_table(trained.recipe / "dump/raw" / TRAIN_SET / "text").values())
+    assert train <= sentences and len(sentences) > len(train)  # + the corpus's LM text
+    for dset in TEST_SETS:
+        held_out = set(read_table(trained.recipe / "dump/raw" / dset / "text").values())
+        assert not held_out & sentences, f"{dset} transcripts leak into the LM text"
+        ppl = float((trained.recipe / LM_EXP / "perplexity_test" / dset / "ppl").read_text())
+        assert 1 < ppl < 100, ppl
+    assert (trained.recipe / LM_EXP / "valid.loss.best.pth").exists()
+    log = (trained.exp / f"{INF_TAG}_size4/test_clean/logdir/asr_inference.1.log").read_text()
+    assert "lm_train_config" in log and LM_EXP in log
+
+
+def test_export_every_size(trained: Trained) -> None:
+    """Stage 14: standalone models, pack zips, ONNX, int8; the deployment table and plot."""
+    records = {}
+    for size in SIZES:
+        out = trained.exp / "export" / f"size{size}"
+        record = json.loads((out / "export.json").read_text())
+        records[size] = record
+        assert record["encoder"] == "conformer"  # whole blocks: stock ESPnet
+        assert record["max_encoder_difference"] <= 1e-4
+        assert record["onnx_max_difference"] <= 1e-4
+        for name in ("config.yaml", "model.pth", f"asr_{size}.zip", "encoder_ctc.onnx",
+                     "model_int8.pth", "feats_stats.npz"):
+            assert (out / name).is_file(), f"missing {out / name}"
+        config = yaml.safe_load((out / "config.yaml").read_text())
+        assert config["model"] == "espnet" and config["encoder"] == "conformer"
+    report = json.loads((trained.exp / "subnets.json").read_text())
+    for size, record in records.items():
+        assert record["params"] == report[size]["total_params"]
+    small, large = records["4"], records["8"]
+    assert small["model_bytes"] < large["model_bytes"]
+    ratio = small["model_bytes"] / large["model_bytes"]
+    assert abs(ratio - small["params"] / large["params"]) < 0.05, ratio
+    deploy = json.loads((trained.exp / "deploy.json").read_text())
+    assert [row["size"] for row in deploy] == list(SIZES)
+    for row in deploy:
+        assert row["latency_ms"] > 0 and row["int8_latency_ms"] > 0
+        assert row["int8_bytes"] < row["model_bytes"]
+        for dset in TEST_SETS:
+            assert row["greedy"][dset]["identical_to_supernet"] is True
+            assert 0 <= row["greedy"][dset]["int8"]
+    text = (trained.exp / "RESULTS.md").read_text()
+    assert "## Deployment (stage 14)" in text
+    rows = [r for r in parse_markdown_tables(text.split("## Deployment (stage 14)")[1])]
+    assert [r["size"] for r in rows] == list(SIZES)
+    assert all(r["latency fp32"].endswith(" ms") for r in rows)
+    assert (trained.exp / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_select_subnet_by_latency(trained: Trained) -> None:
+    """Every size fits a generous latency budget: the best dev WER wins and is exported."""
+    out = trained.exp / "export/select_test"
+    cmd = (". ./path.sh && python -m espnet_supernet.bin.select_subnet"
+           f" --exp {ASR_EXP} --max_latency_ms 100000 --threads 1 --onnx false"
+           f" --outdir {out}")
+    result = subprocess.run(["bash", "-c", cmd], cwd=trained.recipe, capture_output=True,
+                            text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-5000:]
+    selection = json.loads((out / "selection.json").read_text())
+    assert selection["criterion"] == "latency_ms"
+    assert all(c["fits"] for c in selection["candidates"])
+    assert selection["selected"] in SIZES and (out / "model.pth").is_file()
+    assert list(trained.exp.glob("latency_*-t1.json"))
+
