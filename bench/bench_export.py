@@ -138,7 +138,10 @@ def run(args: argparse.Namespace) -> dict:
     xs, ilens = make_batch(args.batch, args.seconds)
     full_params = full_bytes = None  # of the largest subnet, measured first
     rows = {}
-    for name, mask in reversed(list(subnets.items())):  # largest first
+    largest = model.subnet_names[-1]
+    order = [largest] + [n for n in subnets if n != largest]  # fractions of the largest
+    for name in order:
+        mask = subnets[name]
         result = export_subnet(model, config, name, build, mask=mask)
         exported = build(result.config).eval()
         exported.load_state_dict(result.state_dict, strict=True)

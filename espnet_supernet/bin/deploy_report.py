@@ -39,11 +39,16 @@ SECTION = "## Deployment (stage 14)"
 
 def greedy_decode(s2t, wav_scp: Path, out: Path) -> Path:
     """Decode every utterance of ``wav_scp`` with ``s2t`` (CTC greedy) into ``out``."""
-    lines = []
-    for key, path in sorted(read_text(str(wav_scp)).items()):
-        speech, _ = soundfile.read(path, dtype="float32")
-        text = s2t(torch.from_numpy(speech))[0][0] or ""
-        lines.append(f"{key} {text}".rstrip())
+    lines, root = [], logging.getLogger()
+    level = root.level
+    root.setLevel(logging.WARNING)  # Speech2Text logs every utterance's length
+    try:
+        for key, path in sorted(read_text(str(wav_scp)).items()):
+            speech, _ = soundfile.read(path, dtype="float32")
+            text = s2t(torch.from_numpy(speech))[0][0] or ""
+            lines.append(f"{key} {text}".rstrip())
+    finally:
+        root.setLevel(level)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     return out

@@ -66,15 +66,24 @@ def frontend_forward(encoder: torch.nn.Module, xs_pad: torch.Tensor,
 
 
 def convolution_forward(conv: ConvolutionModule, x: torch.Tensor) -> torch.Tensor:
-    """ESPnet's ``ConvolutionModule`` on (B, T, C), pointwise convolutions as matmuls.
+    """ESPnet's ``ConvolutionModule`` on (B, T, C), laid out for the CPU.
 
-    Same weights and result as ``conv(x)``; the two kernel-1 convolutions run as
-    ``F.linear`` on the time-major input (no transposes around them), which is what
-    makes the module cost about its FLOPs on CPU.
+    Same weights and result as ``conv(x)``, computed time-major: the two kernel-1
+    convolutions as ``F.linear`` on (B, T, C), and the depthwise convolution as a
+    channels-last ``conv2d`` over (B, C, 1, T), which oneDNN runs about 5x faster than
+    ``conv1d`` on (B, C, T) (0.11 vs 0.53 ms for 4 x 150 frames x 144 channels, kernel 15,
+    2 threads). Without these the module costs far more than its FLOPs.
     """
     h = F.linear(x, conv.pointwise_conv1.weight.squeeze(-1), conv.pointwise_conv1.bias)
-    h = F.glu(h, dim=-1).transpose(1, 2)  # (B, C, T)
-    h = conv.activation(conv.norm(conv.depthwise_conv(h)))
+    h = F.glu(h, dim=-1).transpose(1, 2)  # (B, C, T), channels last in memory
+    dw = conv.depthwise_conv
+    if type(dw) is torch.nn.Conv1d:
+        h = F.conv2d(h.unsqueeze(2).contiguous(memory_format=torch.channels_last),
+                     dw.weight.unsqueeze(2), dw.bias, padding=(0, dw.padding[0]),
+                     groups=dw.groups).squeeze(2)
+    else:  # a wrapped convolution (e.g. the ONNX export's padding mask): as a module
+        h = dw(h)
+    h = conv.activation(conv.norm(h))  # (B, C, T)
     return F.linear(h.transpose(1, 2), conv.pointwise_conv2.weight.squeeze(-1),
                     conv.pointwise_conv2.bias)
 

@@ -108,8 +108,9 @@ def test_set_subnet_validates_and_unknown_name_lists_valid():
 def _count_calls(enc):
     calls = {}
     for i, layer in enumerate(enc.encoders):
+        # the conv module runs through its weights and its BatchNorm (see convolution_forward)
         for j, mod in enumerate([layer.feed_forward_macaron, layer.self_attn,
-                                 layer.conv_module, layer.feed_forward]):
+                                 layer.conv_module.norm, layer.feed_forward]):
             mod.register_forward_hook(
                 lambda *a, key=4 * i + j: calls.__setitem__(key, calls.get(key, 0) + 1))
     return calls

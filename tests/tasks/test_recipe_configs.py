@@ -13,8 +13,10 @@ from espnet_supernet.selection.static import StaticSelection
 from espnet_supernet.tasks.asr import SupernetASRTask
 
 CONF = Path(__file__).resolve().parents[2] / "egs2/librispeech/supernet/conf"
-CONFIGS = sorted(p.name for p in CONF.glob("train_*.yaml")) + sorted(
-    f"tuning/{p.name}" for p in (CONF / "tuning").glob("train_*.yaml"))
+CONFIGS = sorted(p.name for p in CONF.glob("train_supernet_*.yaml")) + sorted(
+    f"tuning/{p.name}" for p in (CONF / "tuning").glob("train_supernet_*.yaml"))
+LM_CONFIGS = sorted(p.name for p in CONF.glob("train_lm_*.yaml")) + sorted(
+    f"tuning/{p.name}" for p in (CONF / "tuning").glob("train_lm_*.yaml"))
 METHOD = {"simple_topk": SimpleTopKSelection, "iterative_zero_out": IterativeZeroOutSelection,
           "ortho_softmax": OrthoSoftmaxSelection}
 
@@ -66,3 +68,17 @@ def test_selection_needs_a_supernet_model(tmp_path):
                "model": "espnet", "encoder": "conformer",
                "encoder_conf": {"output_size": 32}, "model_conf": {"ctc_weight": 0.5},
                "selection": "simple_topk"}))
+
+
+@pytest.mark.parametrize("config", LM_CONFIGS)
+def test_lm_config_builds_with_espnet(config, tmp_path):
+    from espnet2.tasks.lm import LMTask
+
+    args = LMTask.get_parser().parse_args([
+        "--config", str(CONF / config), "--token_list", str(tmp_path / "tokens.txt"),
+        "--output_dir", str(tmp_path / "exp"),
+    ])  # fmt: skip
+    args.token_list = ["<blank>", "<unk>", "a", "b", "<sos/eos>"]
+    model = LMTask.build_model(args)
+    assert sum(p.numel() for p in model.parameters()) > 0
+

@@ -6,6 +6,8 @@
 #   5  token list (BPE model or chars)      6  LM collect stats       7  LM training
 #   8  LM perplexity (dev and test text)    10 collect stats          11 supernet training
 #   12 decoding, every size x test set      13 scoring -> RESULTS.md (WER/CER, params, FLOPs)
+#   14 export every size (standalone ESPnet model, pack zip, ONNX, int8), measure CPU latency,
+#      deployment table in RESULTS.md and a Pareto plot (WER vs params / latency)
 set -euo pipefail
 log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*"; }
 # split_scp <scp> <n> <outdir>: contiguous chunks outdir/keys.{1..n}.scp
@@ -15,7 +17,7 @@ split_scp() {
     '{ print > (d "/keys." int((NR - 1) * n / total) + 1 ".scp") }' "$1"
 }
 
-stage=1; stop_stage=13
+stage=1; stop_stage=14
 nj=2                     # parallel jobs: collect stats
 inference_nj=2           # parallel jobs: decoding (per size and test set)
 job_threads=1            # CPU threads of each parallel stats / decoding job (2 jobs x 2
@@ -39,6 +41,7 @@ inference_lm=valid.loss.best.pth
 bn_calibration_batches=20  # re-estimate each size's BatchNorm statistics (0: off)
 inference_args=""
 subnets=""               # sizes to decode; default: every named subnet of the model
+latency_threads=2        # threads for the latency measurements of stage 14
 dumpdir=dump; expdir=exp
 
 help_message="Usage: $0 --train_set <set> --valid_set <set> --test_sets '<sets>' --asr_config <yaml> [options]
@@ -63,7 +66,8 @@ Options (default):
   --inference_lm ($inference_lm)  LM checkpoint used in decoding
   --bn_calibration_batches ($bn_calibration_batches)  training batches per size for
       BatchNorm re-estimation before decoding (0: use the statistics from training)
-  --subnets  space-separated sizes to decode (default: all named subnets)"
+  --subnets  space-separated sizes to decode and export (default: all named subnets)
+  --latency_threads ($latency_threads)  CPU threads for stage 14's latency measurements"
 . utils/parse_options.sh
 [ -f path.sh ] && . ./path.sh
 [ -f cmd.sh ] && . ./cmd.sh
@@ -280,5 +284,17 @@ PY
   # ./RESULTS.md: every scored experiment of this recipe, compared size by size
   $python -m espnet_supernet.bin.score --results_md RESULTS.md \
     $(for f in ${expdir}/*/score_summary.jsonl; do echo --summary $f; done) > /dev/null
+fi
+if [ $stage -le 14 ] && [ $stop_stage -ge 14 ]; then
+  [ -n "$subnets" ] || subnets=$($python -c "import json,sys; print(' '.join(json.load(open(sys.argv[1]))))" $asr_exp/subnets.json)
+  for size in $subnets; do
+    log "Stage 14: export size $size -> $asr_exp/export/size$size"
+    $python -m espnet_supernet.bin.export --asr_train_config $asr_exp/config.yaml \
+      --asr_model_file $model_file --subnet $size --outdir $asr_exp/export/size$size \
+      --quantize int8
+  done
+  log "Stage 14: latency ($latency_threads threads), greedy WER fp32/int8 -> $asr_exp/RESULTS.md, $asr_exp/pareto.png"
+  $python -m espnet_supernet.bin.deploy_report --exp $asr_exp --test_sets "$test_sets" \
+    --dumpdir $dumpdir --threads $latency_threads
 fi
 log "Successfully finished stages $stage-$stop_stage"
