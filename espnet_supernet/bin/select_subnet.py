@@ -12,7 +12,8 @@ FLOPs per second of audio, the cost model of ``subnet_report``), ``--max_latency
 ``--threads`` threads, cached per machine in ``<exp>/latency_<machine>.json``). Absolute
 numbers take K/M/G suffixes; a number <= 1 is a fraction of the full model.
 
-Among the trained sizes that fit, the one with the lowest dev WER (then CER; from stage 13's
+Every size is listed with its parameters, FLOPs and latency measured here (FLOPs alone
+predict CPU latency badly). Among the trained sizes that fit, the one with the lowest dev WER (then CER; from stage 13's
 ``score_summary.jsonl``) wins. An OrthoSoftmax supernet can realise any budget: its units
 are nested in one learned order, so the largest prefix of that order that fits is selected
 (it contains every trained size that fits). The choice is exported like
@@ -162,12 +163,16 @@ def select(args: argparse.Namespace) -> dict:
         budget = budget_value(text, costs[names[-1]])
     scores = dev_scores(exp, args.dev_set)
     fits = [n for n in names if costs[n] <= budget]
-    rows = [dict(subnet=n, cost=costs[n], fits=n in fits, dev_wer_cer=scores.get(n))
-            for n in names]
-    for row in rows:
-        logging.info("  size %-6s %s %12.4g  dev WER/CER %-14s %s", row["subnet"], criterion,
-                     row["cost"], "%.2f/%.2f" % row["dev_wer_cer"] if row["dev_wer_cer"]
-                     else "not scored", "fits" if row["fits"] else "-")
+    rows = [dict(subnet=n, cost=costs[n], fits=n in fits, dev_wer_cer=scores.get(n),
+                 params=cands.named_cost(n, "params"),
+                 gflops_per_sec=cands.named_cost(n, "flops") / 1e9,
+                 latency_ms=cands.named_cost(n, "latency_ms")) for n in names]
+    print(f"{'size':>8} {'params':>9} {'GFLOPs/s':>9} {'latency':>10} {'dev WER/CER':>13}  "
+          f"fits {criterion} <= {budget:.4g}")
+    for row in rows:  # latency beside FLOPs: FLOPs alone predict it badly
+        wer = "%.2f/%.2f" % row["dev_wer_cer"] if row["dev_wer_cer"] else "not scored"
+        print(f"{row['subnet']:>8} {row['params'] / 1e6:8.2f}M {row['gflops_per_sec']:9.3f} "
+              f"{row['latency_ms']:7.1f} ms {wer:>13}  {'yes' if row['fits'] else 'no'}")
     choice, mask = None, None
     if cands.order is not None:
         k = cands.largest_prefix(criterion, budget)
