@@ -61,7 +61,7 @@ def build_supernet(config: str, components: bool):
     sizes = arch.pop("subnet_sizes")
     elastic = dict(ffn_chunks=4, prune_heads=True) if components else {}
     torch.manual_seed(0)
-    encoder = SupernetConformerEncoder(**COMMON, **arch, subnet_sizes=sizes, **elastic)
+    encoder = SupernetConformerEncoder(**{**COMMON, **arch}, subnet_sizes=sizes, **elastic)
     vocab = 300
     model = SupernetASRModel(
         vocab_size=vocab, token_list=[f"t{i}" for i in range(vocab)], frontend=None,
@@ -79,10 +79,11 @@ def build_supernet(config: str, components: bool):
 def train_config(config: str, components: bool) -> dict:
     """The config dict of the bench supernet, as export_subnet needs it."""
     arch = dict(CONFIGS[config])
-    encoder_conf = {**{k: v for k, v in COMMON.items() if k != "input_size"}, **arch}
+    encoder_conf = {**COMMON, **arch}
+    input_size = encoder_conf.pop("input_size")
     if components:
         encoder_conf.update(ffn_chunks=4, prune_heads=True)
-    return dict(input_size=COMMON["input_size"], encoder="supernet_conformer",
+    return dict(input_size=input_size, encoder="supernet_conformer",
                 encoder_conf=encoder_conf, model="supernet", model_conf={"ctc_weight": 1.0},
                 frontend=None, frontend_conf={}, specaug=None, specaug_conf={},
                 normalize=None, normalize_conf={}, preencoder=None, preencoder_conf={},
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.components:
         subnets.update(component_masks(model.encoder, args.seed))
     flops = flops_table(model.encoder)
-    xs, ilens = make_batch(args.batch, args.seconds)
+    xs, ilens = make_batch(args.batch, args.seconds, model.encoder.input_size)
     full_params = full_bytes = None  # of the largest subnet, measured first
     rows = {}
     largest = model.subnet_names[-1]

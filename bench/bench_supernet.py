@@ -8,7 +8,8 @@ Usage:
 
     .venv/bin/python bench/bench_supernet.py --config demo --quick   # ~20 s smoke run
 
-One run measures, on the same random batch (``--batch`` x ``--seconds`` s of 80-d features,
+One run measures, on the same random batch (``--batch`` x ``--seconds`` s of features of
+the config's input size: 40 mel bins for demo, as its recipe config, else 80;
 100 frames/s, descending lengths):
 
 1. stock ``ConformerEncoder`` vs ``SupernetConformerEncoder`` loaded with the same weights
@@ -49,8 +50,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 CONFIGS: Dict[str, dict] = {
-    "demo": dict(output_size=144, attention_heads=4, linear_units=576, num_blocks=6,
-                 cnn_module_kernel=15, subnet_sizes=[8, 16, 24]),
+    "demo": dict(input_size=40, output_size=144, attention_heads=4, linear_units=576,
+                 num_blocks=6, cnn_module_kernel=15, subnet_sizes=[8, 16, 24]),  # 40 mels
     "paper": dict(output_size=512, attention_heads=8, linear_units=2048, num_blocks=12,
                   cnn_module_kernel=31, subnet_sizes=[16, 32, 48]),
     "stock12x256": dict(output_size=256, attention_heads=4, linear_units=1024,
@@ -128,7 +129,7 @@ def build_encoders(config: str, components: bool = False):
 
     arch = dict(CONFIGS[config])
     sizes = arch.pop("subnet_sizes")
-    stock = ConformerEncoder(**COMMON, **arch)
+    stock = ConformerEncoder(**{**COMMON, **arch})
     # Non-trivial BatchNorm statistics, so that the output comparison covers them.
     with torch.no_grad():
         for layer in stock.encoders:
@@ -137,7 +138,7 @@ def build_encoders(config: str, components: bool = False):
             bn.running_var.uniform_(0.5, 1.5)
     elastic = dict(ffn_chunks=4, prune_heads=True) if components else {}
     supernet = SupernetConformerEncoder(
-        **COMMON, **arch, subnet_sizes=sizes, subnet_rule="layers", bn_stats="per_size",
+        **{**COMMON, **arch}, subnet_sizes=sizes, subnet_rule="layers", bn_stats="per_size",
         **elastic,
     )
     supernet.load_state_dict(stock.state_dict(), strict=True)
@@ -366,7 +367,7 @@ def run(args: argparse.Namespace) -> dict:
         tick = now
 
     stock, supernet = build_encoders(args.config, args.components)
-    xs, ilens = make_batch(args.batch, args.seconds)
+    xs, ilens = make_batch(args.batch, args.seconds, supernet.input_size)
     masks = {n: supernet.subnet_mask(n) for n in supernet.subnet_names}
     extra = component_masks(supernet, args.seed) if args.components else {}
     for path in args.selection_yaml:

@@ -26,13 +26,13 @@ import argparse
 import json
 import logging
 import shutil
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import torch
 import yaml
 
+from espnet_supernet.bin.cli import run_cli
 from espnet_supernet.export.quantize import quantize_int8
 from espnet_supernet.export.subnet_export import SubnetExport, export_subnet
 from espnet_supernet.tasks.asr import SupernetASRTask
@@ -201,13 +201,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(cmd: Optional[List[str]] = None) -> None:
     """Export one subnet."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    args = get_parser().parse_args(cmd)
-    try:
-        export(args)
-    except (FileNotFoundError, TypeError, ValueError) as error:
-        sys.exit(f"export: {error}")
-
+    run_cli("export", get_parser(), cmd, export, (FileNotFoundError, TypeError, ValueError))
 
 if __name__ == "__main__":
     main()

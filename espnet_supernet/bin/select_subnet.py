@@ -23,12 +23,12 @@ are nested in one learned order, so the largest prefix of that order that fits i
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import torch
 
+from espnet_supernet.bin.cli import run_cli
 from espnet_supernet.bin.export import build_from_config, export_model, load_supernet
 from espnet_supernet.bin.subnet_report import subnet_report
 from espnet_supernet.data.scoring import score_files
@@ -234,13 +234,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(cmd: Optional[List[str]] = None) -> None:
     """Select (and export) one subnet."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    args = get_parser().parse_args(cmd)
-    try:
-        select(args)
-    except (FileNotFoundError, TypeError, ValueError) as error:
-        sys.exit(f"select_subnet: {error}")
-
+    run_cli("select_subnet", get_parser(), cmd, select, (FileNotFoundError, TypeError, ValueError))
 
 if __name__ == "__main__":
     main()

@@ -6,7 +6,7 @@ each module has a gate (see :mod:`espnet_supernet.nets.unit_gates`). A module wh
 a hard zero (or that an exported encoder no longer has) is never called.
 """
 
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -145,3 +145,29 @@ def gated_block_forward(
         if not normalize_before:
             x = norm(x)
     return layer.norm_final(x)
+
+
+def encoder_blocks_forward(
+    encoder: torch.nn.Module,
+    front: FrontendOutput,
+    block_gates: Sequence[Sequence[Gate]],
+    adaptive_ffn_dropout: bool = True,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Every block of a Conformer encoder, then its final LayerNorm (pre-norm).
+
+    Args:
+        encoder: the encoder (its ``encoders``, ``normalize_before``, ``after_norm``).
+        front: output of :func:`frontend_forward`.
+        block_gates: per block, the 4 gates of :func:`gated_block_forward`.
+        adaptive_ffn_dropout: as in :func:`gated_block_forward`.
+
+    Returns:
+        output (B, T', D) and its lengths (B,).
+    """
+    xs = front.xs
+    for layer, gates in zip(encoder.encoders, block_gates):
+        xs = gated_block_forward(layer, xs, front.pos_emb, front.masks, gates,
+                                 encoder.normalize_before, adaptive_ffn_dropout)
+    if encoder.normalize_before:
+        xs = encoder.after_norm(xs)
+    return xs, front.masks.squeeze(1).sum(1)

@@ -17,7 +17,7 @@ from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
     PositionwiseFeedForward,
 )
 
-from espnet_supernet.nets.conformer_blocks import frontend_forward, gated_block_forward
+from espnet_supernet.nets.conformer_blocks import encoder_blocks_forward, frontend_forward
 from espnet_supernet.nets.subnet_space import MODULE_TYPES
 
 BLOCK_KEYS = MODULE_TYPES  # ffn_macaron, mhsa, conv, ffn
@@ -97,11 +97,6 @@ class PrunedConformerEncoder(ConformerEncoder):
         """Encode (B, L, input_size) features of lengths (B,) -> (B, T', D), (B,), None."""
         if masks is not None or return_all_hs:
             raise NotImplementedError("pruned_conformer computes masks from ilens itself")
-        front = frontend_forward(self, xs_pad, ilens)
-        xs = front.xs
-        for layer in self.encoders:
-            xs = gated_block_forward(layer, xs, front.pos_emb, front.masks, (1, 1, 1, 1),
-                                     self.normalize_before)
-        if self.normalize_before:
-            xs = self.after_norm(xs)
-        return xs, front.masks.squeeze(1).sum(1), None
+        xs, olens = encoder_blocks_forward(self, frontend_forward(self, xs_pad, ilens),
+                                           [(1, 1, 1, 1)] * len(self.encoders))
+        return xs, olens, None

@@ -25,8 +25,8 @@ from typeguard import typechecked
 
 from espnet_supernet.nets.conformer_blocks import (
     FrontendOutput,
+    encoder_blocks_forward,
     frontend_forward,
-    gated_block_forward,
 )
 from espnet_supernet.nets.elastic_attention import check_sliceable
 from espnet_supernet.nets.subnet_space import (
@@ -349,15 +349,10 @@ class SupernetConformerEncoder(ConformerEncoder):
         gates = self.gates(self._active_mask) if gates is None else gates
         if len(gates) != self.num_modules:
             raise ValueError(f"expected {self.num_modules} gates, got {len(gates)}")
-        xs = front.xs
         n = len(MODULE_TYPES)
-        for i, layer in enumerate(self.encoders):
-            xs = gated_block_forward(layer, xs, front.pos_emb, front.masks,
-                                     gates[n * i: n * (i + 1)], self.normalize_before,
-                                     self.adaptive_ffn_dropout)
-        if self.normalize_before:
-            xs = self.after_norm(xs)
-        return xs, front.masks.squeeze(1).sum(1)
+        return encoder_blocks_forward(
+            self, front, [gates[n * i: n * (i + 1)] for i in range(self.num_blocks)],
+            self.adaptive_ffn_dropout)
 
     def forward(
         self,
