@@ -19,7 +19,7 @@ espnet_asr = import_quietly("espnet2.tasks.asr")
 
 from espnet2.asr.encoder.abs_encoder import AbsEncoder  # noqa: E402
 from espnet2.asr.espnet_model import ESPnetASRModel  # noqa: E402
-from espnet2.tasks.abs_task import optim_classes  # noqa: E402
+from espnet2.tasks.abs_task import optim_classes, scheduler_classes  # noqa: E402
 from espnet2.train.class_choices import ClassChoices  # noqa: E402
 
 from espnet_supernet.nets.pruned_conformer_encoder import (  # noqa: E402
@@ -35,6 +35,8 @@ from espnet_supernet.selection.iterative_zero_out import (  # noqa: E402
 from espnet_supernet.selection.ortho_softmax import OrthoSoftmaxSelection  # noqa: E402
 from espnet_supernet.selection.simple_topk import SimpleTopKSelection  # noqa: E402
 from espnet_supernet.selection.static import StaticSelection  # noqa: E402
+from espnet_supernet.train.eden import Eden  # noqa: E402
+from espnet_supernet.train.scaled_adam import ScaledAdam  # noqa: E402
 from espnet_supernet.train.supernet_asr_model import SupernetASRModel  # noqa: E402
 from espnet_supernet.train.supernet_trainer import SupernetTrainer  # noqa: E402
 
@@ -52,6 +54,8 @@ def _register(choices, classes, base) -> None:
 
 _register(espnet_asr.encoder_choices, ENCODERS, AbsEncoder)
 _register(espnet_asr.model_choices, MODELS, ESPnetASRModel)
+optim_classes["scaledadam"] = ScaledAdam  # ESPnet's --optim / --scheduler names
+scheduler_classes["eden"] = Eden
 
 
 selection_choices = ClassChoices(

@@ -17,7 +17,8 @@ def epoch_length(iterator, num_iters_per_epoch) -> int:
 
 
 class SupernetTrainer(Trainer):
-    """Calls ``model.start_epoch(epoch, max_epoch, steps_per_epoch)`` before each epoch.
+    """Calls ``model.start_epoch(epoch, max_epoch, steps_per_epoch)`` before each epoch,
+    and ``set_epoch(finished epochs)`` of schedulers that have it (Eden).
 
     A selection method's step 1 is configured in epochs; this is how the model learns
     how many steps that is (the step count is saved with the model, so resuming works).
@@ -29,6 +30,9 @@ class SupernetTrainer(Trainer):
         if hasattr(core, "start_epoch"):
             steps = epoch_length(iterator, getattr(options, "num_iters_per_epoch", None))
             core.start_epoch(reporter.epoch, options.max_epoch, steps)
+        for scheduler in kwargs.get("schedulers") or []:
+            if hasattr(scheduler, "set_epoch"):
+                scheduler.set_epoch(reporter.epoch - 1)
         return super().train_one_epoch(
             model=model, iterator=iterator, reporter=reporter, options=options, **kwargs
         )
