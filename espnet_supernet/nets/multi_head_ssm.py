@@ -1,0 +1,55 @@
+"""Multi-head state-space layer (MH-SSM; Fathullah et al., "Multi-Head State Space Model
+for Speech Recognition", Interspeech 2023), the replacement of self-attention in the
+blocks of TODM's encoder (Shangguan et al., ICASSP 2024).
+
+The input (B, T, D) is projected and split into H heads of D / H channels; every channel is
+a causal diagonal SSM (:class:`~espnet_supernet.nets.diagonal_ssm.DiagonalSSM`). Heads
+gate each other in pairs, head 2i's output times sigmoid(head 2i+1's) (the paper's
+inter-head gating; which heads pair up is this implementation's choice), and the D / 2
+gated channels are projected back to D. Everything is causal, so :meth:`forward_chunk`
+streams with the SSM state carried between chunks.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+
+from espnet_supernet.nets.diagonal_ssm import DiagonalSSM
+
+
+class MultiHeadSSM(torch.nn.Module):
+    """(B, T, D) -> (B, T, D) with H gated SSM heads.
+
+    Args:
+        d_model: D.
+        heads: H, even, dividing D.
+        state_size: complex modes per channel (see ``DiagonalSSM``).
+        dropout_rate: dropout on the gated heads.
+    """
+
+    def __init__(self, d_model: int, heads: int = 4, state_size: int = 32,
+                 dropout_rate: float = 0.0):
+        super().__init__()
+        if heads % 2 or d_model % heads:
+            raise ValueError(f"MH-SSM needs an even head count dividing d_model={d_model}, "
+                             f"got {heads}")
+        self.heads, self.head_dim = heads, d_model // heads
+        self.in_proj = torch.nn.Linear(d_model, d_model)
+        self.ssm = DiagonalSSM(d_model, state_size)
+        self.out_proj = torch.nn.Linear(d_model // 2, d_model)
+        self.dropout = torch.nn.Dropout(dropout_rate)
+
+    def _gate(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) head outputs -> (B, T, D/2): even heads gated by odd heads."""
+        y = y.unflatten(-1, (self.heads // 2, 2, self.head_dim))
+        return (y[..., 0, :] * torch.sigmoid(y[..., 1, :])).flatten(-2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Whole sequences (zero initial state)."""
+        return self.out_proj(self.dropout(self._gate(self.ssm(self.in_proj(x)))))
+
+    def forward_chunk(self, x: torch.Tensor, state: Optional[torch.Tensor] = None
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Streaming: a chunk (B, L, D) after ``state`` -> output, the state after it."""
+        y, state = self.ssm.forward_chunk(self.in_proj(x), state)
+        return self.out_proj(self.dropout(self._gate(y))), state
