@@ -22,6 +22,7 @@ from espnet2.asr.espnet_model import ESPnetASRModel  # noqa: E402
 from espnet2.tasks.abs_task import optim_classes, scheduler_classes  # noqa: E402
 from espnet2.train.class_choices import ClassChoices  # noqa: E402
 
+from espnet_supernet.nets.mhssm_encoder import MHSSMEncoder  # noqa: E402
 from espnet_supernet.nets.pruned_conformer_encoder import (  # noqa: E402
     PrunedConformerEncoder,
 )
@@ -41,7 +42,7 @@ from espnet_supernet.train.supernet_asr_model import SupernetASRModel  # noqa: E
 from espnet_supernet.train.supernet_trainer import SupernetTrainer  # noqa: E402
 
 ENCODERS = {"supernet_conformer": SupernetConformerEncoder,
-            "pruned_conformer": PrunedConformerEncoder}
+            "pruned_conformer": PrunedConformerEncoder, "mhssm": MHSSMEncoder}
 MODELS = {"supernet": SupernetASRModel}
 
 

@@ -1,0 +1,131 @@
+"""MH-SSM encoder (``encoder: mhssm``): Conformer-like blocks whose self-attention is a
+multi-head state-space layer (Fathullah et al., Interspeech 2023; the encoder of TODM,
+Shangguan et al., ICASSP 2024).
+
+Blocks are ESPnet's own ``EncoderLayer`` (macaron FFN, "attention", conv module, FFN,
+final LayerNorm) with :class:`~espnet_supernet.nets.multi_head_ssm.MultiHeadSSM` in the
+attention slot. The SSM needs no positional encoding and is causal; with
+``causal_conv: true`` (default) the conv module only looks back too, so every output frame
+depends on past input only (up to the subsampling's receptive field): a streaming encoder.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from espnet2.asr.encoder.abs_encoder import AbsEncoder
+from espnet.nets.pytorch_backend.conformer.convolution import ConvolutionModule
+from espnet.nets.pytorch_backend.conformer.encoder_layer import EncoderLayer
+from espnet.nets.pytorch_backend.nets_utils import get_activation, make_pad_mask
+from espnet.nets.pytorch_backend.transformer.layer_norm import LayerNorm
+from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
+    PositionwiseFeedForward,
+)
+from espnet.nets.pytorch_backend.transformer.subsampling import Conv2dSubsampling
+from typeguard import typechecked
+
+from espnet_supernet.nets.multi_head_ssm import MultiHeadSSM
+
+
+class SSMSelfAttention(torch.nn.Module):
+    """MH-SSM behind ESPnet's self-attention call ``(query, key, value, mask)``.
+
+    Right padding cannot reach earlier frames of a causal layer, so the mask is not
+    needed; key and value are the query in ESPnet's encoder layers.
+    """
+
+    def __init__(self, d_model: int, heads: int, state_size: int, dropout_rate: float):
+        super().__init__()
+        self.mhssm = MultiHeadSSM(d_model, heads, state_size, dropout_rate)
+
+    def forward(self, query, key, value, mask) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D)."""
+        return self.mhssm(query)
+
+
+class CausalConvolutionModule(ConvolutionModule):
+    """ESPnet's Conformer conv module with a left-padded (causal) depthwise convolution."""
+
+    def __init__(self, channels: int, kernel_size: int, activation: torch.nn.Module):
+        super().__init__(channels, kernel_size, activation)
+        self.depthwise_conv.padding = (0,)
+        self.left = kernel_size - 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C); output t sees inputs t - kernel + 1 .. t."""
+        h = F.glu(self.pointwise_conv1(x.transpose(1, 2)), dim=1)
+        h = self.depthwise_conv(F.pad(h, (self.left, 0)))
+        return self.pointwise_conv2(self.activation(self.norm(h))).transpose(1, 2)
+
+
+class MHSSMEncoder(AbsEncoder):
+    """Conv2d subsampling (4x) and MH-SSM blocks.
+
+    Args:
+        input_size: feature dimension.
+        output_size: model dimension D.
+        ssm_heads: MH-SSM heads (even, dividing D).
+        ssm_state_size: complex modes per SSM channel.
+        linear_units: FFN hidden size.
+        num_blocks: blocks.
+        dropout_rate: dropout of the residual branches, the FFNs and the subsampling.
+        cnn_module_kernel: depthwise kernel of the conv module (odd).
+        causal_conv: left-padded conv module (streaming) or ESPnet's centred one.
+        activation_type: FFN and conv activation (ESPnet names).
+        normalize_before: pre-norm blocks.
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int = 256,
+        ssm_heads: int = 4,
+        ssm_state_size: int = 32,
+        linear_units: int = 1024,
+        num_blocks: int = 6,
+        dropout_rate: float = 0.1,
+        cnn_module_kernel: int = 15,
+        causal_conv: bool = True,
+        activation_type: str = "swish",
+        normalize_before: bool = True,
+    ):
+        super().__init__()
+        self._output_size = output_size
+        self.normalize_before = normalize_before
+        self.embed = Conv2dSubsampling(input_size, output_size, dropout_rate,
+                                       pos_enc=torch.nn.Dropout(dropout_rate))
+        activation = get_activation(activation_type)
+        conv_class = CausalConvolutionModule if causal_conv else ConvolutionModule
+
+        def ffn() -> PositionwiseFeedForward:
+            return PositionwiseFeedForward(output_size, linear_units, dropout_rate, activation)
+
+        self.encoders = torch.nn.ModuleList(
+            EncoderLayer(
+                output_size,
+                SSMSelfAttention(output_size, ssm_heads, ssm_state_size, dropout_rate),
+                ffn(), ffn(), conv_class(output_size, cnn_module_kernel, activation),
+                dropout_rate, normalize_before,
+            )
+            for _ in range(num_blocks)
+        )
+        self.after_norm = LayerNorm(output_size) if normalize_before else None
+
+    def output_size(self) -> int:
+        return self._output_size
+
+    def forward(
+        self,
+        xs_pad: torch.Tensor,
+        ilens: torch.Tensor,
+        prev_states: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor, None]:
+        """Encode (B, L, input_size) of lengths (B,) -> (B, T', D), (B,), None."""
+        masks = (~make_pad_mask(ilens)[:, None, :]).to(xs_pad.device)
+        xs, masks = self.embed(xs_pad, masks)
+        for layer in self.encoders:
+            xs, masks = layer(xs, masks)
+        if self.after_norm is not None:
+            xs = self.after_norm(xs)
+        return xs, masks.squeeze(1).sum(1), None
