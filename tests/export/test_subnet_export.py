@@ -11,6 +11,7 @@ from espnet_supernet.bin.export import (
     build_from_config,
     load_supernet,
     max_encoder_difference,
+    pack,
     write_export,
 )
 from espnet_supernet.bin.subnet_report import subnet_report
@@ -76,10 +77,13 @@ def test_component_subnet_exports_pruned(tmp_path):
 STOCK_DECODE = """
 import sys, torch
 from espnet2.bin.asr_inference import Speech2Text
-s2t = Speech2Text(sys.argv[1], sys.argv[2], ctc_weight=1.0, beam_size=1)
+from espnet2.main_funcs.pack_funcs import unpack
 speech = torch.load(sys.argv[3])
-enc, _ = s2t.asr_model.encode(speech, torch.tensor([speech.size(1)]))
-print(s2t.asr_model.ctc.argmax(enc)[0].tolist())
+for kwargs in (dict(asr_train_config=sys.argv[1], asr_model_file=sys.argv[2]),
+               unpack(sys.argv[4], sys.argv[5])):  # the pack zip, unpacked
+    s2t = Speech2Text(**kwargs, ctc_weight=1.0, beam_size=1)
+    enc, _ = s2t.asr_model.encode(speech, torch.tensor([speech.size(1)]))
+    print(s2t.asr_model.ctc.argmax(enc)[0].tolist())
 print(type(s2t.asr_model.encoder).__module__)
 assert not any(m.startswith("espnet_supernet") for m in sys.modules), "package imported"
 """
@@ -89,20 +93,22 @@ def test_exported_loads_in_stock_espnet_without_this_package(tmp_path):
     model, config, _ = make_supernet(tmp_path)
     export = export_subnet(model, config, "4", build_from_config)
     write_export(export, tmp_path / "export")
+    zip_path = pack(tmp_path / "export", "4")
     speech = torch.randn(1, 24000, generator=torch.Generator().manual_seed(1))
     torch.save(speech, tmp_path / "speech.pt")
     out = subprocess.run(
         [sys.executable, "-c", STOCK_DECODE, str(tmp_path / "export/config.yaml"),
-         str(tmp_path / "export/model.pth"), str(tmp_path / "speech.pt")],
-        capture_output=True, text=True, timeout=300,
+         str(tmp_path / "export/model.pth"), str(tmp_path / "speech.pt"), str(zip_path),
+         str(tmp_path / "unpacked")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    ids, module = out.stdout.strip().splitlines()[-2:]
+    direct, unpacked, module = out.stdout.strip().splitlines()[-3:]
     assert module == "espnet2.asr.encoder.conformer_encoder"
     model.set_subnet("4")
     with torch.no_grad():
         enc, _ = model.encode(speech, torch.tensor([speech.size(1)]))
-    assert ids == str(model.ctc.argmax(enc)[0].tolist())
+    assert direct == unpacked == str(model.ctc.argmax(enc)[0].tolist())
 
 
 def test_bad_inputs(tmp_path):
