@@ -44,30 +44,38 @@ class DiagonalSSM(torch.nn.Module):
         self.d = torch.nn.Parameter(torch.randn(channels))
 
     # ---------------------------------------------------------------- parameters
-    def discrete(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(dtA, B_bar, C) as complex (C, N/2): exp(dtA) is the transition, B_bar the
-        input gain ((exp(dtA) - 1) / A), C the output weights."""
-        a = torch.complex(-self.log_a_real.exp(), self.a_imag)
-        dt_a = a * self.log_dt.exp()[:, None]
+    def discrete(self, channels: Optional[torch.Tensor] = None
+                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(dtA, B_bar, C) as complex (C', N/2) of ``channels`` (default all): exp(dtA) is
+        the transition, B_bar the input gain ((exp(dtA) - 1) / A), C the output weights."""
+        log_dt, log_a_real, a_imag, c = self.log_dt, self.log_a_real, self.a_imag, self.c
+        if channels is not None:  # a narrower subnet: only these channels' parameters
+            log_dt, log_a_real, a_imag, c = (p.index_select(0, channels)
+                                             for p in (log_dt, log_a_real, a_imag, c))
+        a = torch.complex(-log_a_real.exp(), a_imag)
+        dt_a = a * log_dt.exp()[:, None]
         b_bar = (dt_a.exp() - 1.0) / a
-        return dt_a, b_bar, torch.view_as_complex(self.c.contiguous())
+        return dt_a, b_bar, torch.view_as_complex(c.contiguous())
 
-    def kernel(self, length: int) -> torch.Tensor:
-        """K (C, L): the impulse response over ``length`` frames."""
-        dt_a, b_bar, c = self.discrete()
+    def kernel(self, length: int, channels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """K (C', L): the impulse response over ``length`` frames (of ``channels``)."""
+        dt_a, b_bar, c = self.discrete(channels)
         steps = torch.arange(length, device=dt_a.device, dtype=torch.float32)
         powers = torch.exp(dt_a[..., None] * steps)  # (C, N/2, L)
         return 2.0 * torch.einsum("cn,cnl->cl", c * b_bar, powers).real
 
     # ---------------------------------------------------------------- forward forms
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """Causal convolution form (FFT): (B, T, C) -> (B, T, C); zero initial state."""
+    def forward(self, u: torch.Tensor, channels: Optional[torch.Tensor] = None
+                ) -> torch.Tensor:
+        """Causal convolution form (FFT): (B, T, C') -> (B, T, C'); zero initial state.
+        ``channels`` (C',) selects the channels ``u`` holds (default: all C)."""
         length = u.size(1)
-        k = self.kernel(length)
+        k = self.kernel(length, channels)
+        d = self.d if channels is None else self.d.index_select(0, channels)
         n = 2 * length
         y = torch.fft.irfft(torch.fft.rfft(u.transpose(1, 2).float(), n=n)
                             * torch.fft.rfft(k, n=n), n=n)[..., :length]
-        return (y.transpose(1, 2) + u * self.d).to(u.dtype)
+        return (y.transpose(1, 2) + u * d).to(u.dtype)
 
     def initial_state(self, batch: int) -> torch.Tensor:
         """A zero state (B, C, N/2), complex."""

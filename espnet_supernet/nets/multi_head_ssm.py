@@ -13,6 +13,7 @@ streams with the SSM state carried between chunks.
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from espnet_supernet.nets.diagonal_ssm import DiagonalSSM
 
@@ -40,13 +41,30 @@ class MultiHeadSSM(torch.nn.Module):
         self.dropout = torch.nn.Dropout(dropout_rate)
 
     def _gate(self, y: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) head outputs -> (B, T, D/2): even heads gated by odd heads."""
-        y = y.unflatten(-1, (self.heads // 2, 2, self.head_dim))
+        """(B, T, H * c) head outputs -> (B, T, H/2 * c): even heads gated by odd heads."""
+        y = y.unflatten(-1, (self.heads // 2, 2, -1))
         return (y[..., 0, :] * torch.sigmoid(y[..., 1, :])).flatten(-2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Whole sequences (zero initial state)."""
-        return self.out_proj(self.dropout(self._gate(self.ssm(self.in_proj(x)))))
+    def width_channels(self, width: int) -> "tuple[torch.Tensor, torch.Tensor]":
+        """Indices of a narrower layer keeping the first ``width`` channels of every head:
+        (H * width,) SSM channels and (H/2 * width,) gated channels (out_proj columns)."""
+        device = self.in_proj.weight.device
+        first = torch.arange(width, device=device)
+        ssm = (torch.arange(self.heads, device=device)[:, None] * self.head_dim + first)
+        gated = (torch.arange(self.heads // 2, device=device)[:, None] * self.head_dim + first)
+        return ssm.flatten(), gated.flatten()
+
+    def forward(self, x: torch.Tensor, width: Optional[int] = None) -> torch.Tensor:
+        """Whole sequences (zero initial state); ``width`` < D / H keeps that many channels
+        per head, computing with the sliced weights only (elastic width)."""
+        if width is None or width >= self.head_dim:
+            return self.out_proj(self.dropout(self._gate(self.ssm(self.in_proj(x)))))
+        ssm_idx, gated_idx = self.width_channels(width)
+        u = F.linear(x, self.in_proj.weight.index_select(0, ssm_idx),
+                     self.in_proj.bias.index_select(0, ssm_idx))
+        gated = self.dropout(self._gate(self.ssm(u, ssm_idx)))
+        return F.linear(gated, self.out_proj.weight.index_select(1, gated_idx),
+                        self.out_proj.bias)
 
     def forward_chunk(self, x: torch.Tensor, state: Optional[torch.Tensor] = None
                       ) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -29,6 +29,7 @@ from espnet_supernet.nets.pruned_conformer_encoder import (  # noqa: E402
 from espnet_supernet.nets.supernet_conformer_encoder import (  # noqa: E402
     SupernetConformerEncoder,
 )
+from espnet_supernet.nets.supernet_mhssm_encoder import SupernetMHSSMEncoder  # noqa: E402
 from espnet_supernet.selection.abs_selection import AbsSelection  # noqa: E402
 from espnet_supernet.selection.iterative_zero_out import (  # noqa: E402
     IterativeZeroOutSelection,
@@ -42,7 +43,8 @@ from espnet_supernet.train.supernet_asr_model import SupernetASRModel  # noqa: E
 from espnet_supernet.train.supernet_trainer import SupernetTrainer  # noqa: E402
 
 ENCODERS = {"supernet_conformer": SupernetConformerEncoder,
-            "pruned_conformer": PrunedConformerEncoder, "mhssm": MHSSMEncoder}
+            "pruned_conformer": PrunedConformerEncoder, "mhssm": MHSSMEncoder,
+            "supernet_mhssm": SupernetMHSSMEncoder}
 MODELS = {"supernet": SupernetASRModel}
 
 
