@@ -26,6 +26,7 @@ from espnet_supernet.nets.unit_gates import Gate, is_skipped, scale_gate
 from espnet_supernet.nets.switchable_linear import SwitchableLinear
 from espnet_supernet.selection.abs_selection import AbsSelection
 from espnet_supernet.selection.report import write_selection_report
+from espnet_supernet.train.alpha_divergence import alpha_divergence
 
 Stats = Dict[str, Optional[torch.Tensor]]
 # (stat slot, subnet name or None for explicit gates, gates or None, loss weight)
@@ -46,8 +47,12 @@ class SupernetASRModel(ESPnetASRModel):
         num_random: middle subnets sampled per step (without replacement; capped by the
             number of middle sizes).
         per_size_ctc: give each named subnet its own CTC output layer.
-        inplace_kd_weight: weight of KL(p_max || q_sub) on CTC posteriors for the
-            non-largest subnets (0 disables).
+        inplace_kd_weight: weight of the in-place distillation of the largest subnet's
+            CTC posteriors (detached) into the other subnets' (0 disables).
+        kd_divergence: ``"kl"`` (KL(p_max || q_sub)) or ``"alpha"`` (AlphaNet's adaptive
+            alpha-divergence, as TODM; see ``train/alpha_divergence.py``).
+        kd_alpha_range: (alpha_min, alpha_max) of ``"alpha"``.
+        kd_iw_clip: clip of the importance weights of ``"alpha"``.
         sandwich_seed: seed of the middle-size sampling; with the step counter it makes
             every DDP rank sample the same subnets in the same step.
         stochastic_depth_rate: in the largest subnet's pass, each module outside the
@@ -81,6 +86,9 @@ class SupernetASRModel(ESPnetASRModel):
         num_random: int = 1,
         per_size_ctc: bool = False,
         inplace_kd_weight: float = 0.0,
+        kd_divergence: str = "kl",
+        kd_alpha_range: Sequence[float] = (-1.0, 1.0),
+        kd_iw_clip: float = 5.0,
         sandwich_seed: int = 0,
         stochastic_depth_rate: float = 0.0,
         largest_warmup_steps: int = 0,
@@ -102,6 +110,10 @@ class SupernetASRModel(ESPnetASRModel):
         self.max_weight, self.min_weight = max_weight, min_weight
         self.random_weight, self.num_random = random_weight, num_random
         self.inplace_kd_weight = inplace_kd_weight
+        if kd_divergence not in ("kl", "alpha"):
+            raise ValueError(f"kd_divergence must be kl or alpha, got {kd_divergence!r}")
+        self.kd_divergence, self.kd_alpha_range = kd_divergence, tuple(kd_alpha_range)
+        self.kd_iw_clip = kd_iw_clip
         self.sandwich_seed = sandwich_seed
         if not 0.0 <= stochastic_depth_rate < 1.0:
             raise ValueError(f"stochastic_depth_rate must be in [0, 1), got {stochastic_depth_rate}")
@@ -279,9 +291,9 @@ class SupernetASRModel(ESPnetASRModel):
                 if teacher is None:
                     teacher = log_q.detach()
                 else:
-                    kd = self._ctc_kl(teacher, log_q, enc_lens)
+                    kd, kd_value = self._distill(teacher, log_q, enc_lens)
                     loss = loss + self.inplace_kd_weight * kd
-                    kd_total = kd_total + kd.detach()
+                    kd_total = kd_total + kd_value
             total = total + weight * loss
             stats[f"loss_{slot}"] = loss.detach()
             if not self.training:
@@ -343,11 +355,17 @@ class SupernetASRModel(ESPnetASRModel):
         stats["loss"] = loss.detach()
         return loss, stats
 
-    @staticmethod
-    def _ctc_kl(
-        log_p: torch.Tensor, log_q: torch.Tensor, lens: torch.Tensor
-    ) -> torch.Tensor:
-        """Mean over valid frames of KL(p || q); log_p, log_q: (B, T', V), lens: (B,)."""
-        kl = (log_p.exp() * (log_p - log_q)).sum(-1)  # (B, T')
-        valid = torch.arange(kl.size(1), device=kl.device)[None, :] < lens[:, None]
-        return (kl * valid).sum() / valid.sum().clamp(min=1)
+    def _distill(
+        self, log_p: torch.Tensor, log_q: torch.Tensor, lens: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(loss to back-propagate, detached divergence), means over valid frames of the
+        teacher's log_p and the student's log_q, (B, T', V); lens: (B,)."""
+        valid = torch.arange(log_q.size(1), device=log_q.device)[None, :] < lens[:, None]
+        if self.kd_divergence == "alpha":
+            loss, value = alpha_divergence(log_p, log_q, *self.kd_alpha_range,
+                                           iw_clip=self.kd_iw_clip)
+        else:
+            loss = (log_p.exp() * (log_p - log_q)).sum(-1)  # KL(p || q), (B, T')
+            value = loss.detach()
+        count = valid.sum().clamp(min=1)
+        return (loss * valid).sum() / count, (value * valid).sum() / count

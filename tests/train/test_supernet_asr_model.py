@@ -104,6 +104,18 @@ def test_inplace_kd_adds_loss_to_smaller_subnets(batch):
     assert torch.allclose(s_kd["loss_min"], s_plain["loss_min"] + s_kd["loss_kd"], atol=1e-5)
 
 
+def test_inplace_kd_with_alpha_divergence(batch):
+    kd = make_model(num_random=0, inplace_kd_weight=1.0, kd_divergence="alpha",
+                    kd_alpha_range=[-1.0, 1.0])
+    kd.train()
+    loss, stats, _ = kd(**batch)
+    assert stats["loss_kd"] > 0 and torch.isfinite(loss)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in kd.parameters() if p.grad is not None)
+    with pytest.raises(ValueError, match="kd_divergence must be kl or alpha"):
+        make_model(inplace_kd_weight=1.0, kd_divergence="js")
+
+
 def test_rejects_non_supernet_encoder():
     from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
     with pytest.raises(ValueError, match="needs a supernet encoder"):
