@@ -124,8 +124,13 @@ class MHSSMEncoder(AbsEncoder):
         """Encode (B, L, input_size) of lengths (B,) -> (B, T', D), (B,), None."""
         masks = (~make_pad_mask(ilens)[:, None, :]).to(xs_pad.device)
         xs, masks = self.embed(xs_pad, masks)
-        for layer in self.encoders:
-            xs, masks = layer(xs, masks)
+        xs = self.forward_blocks(xs, masks)
         if self.after_norm is not None:
             xs = self.after_norm(xs)
         return xs, masks.squeeze(1).sum(1), None
+
+    def forward_blocks(self, xs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """The blocks on the subsampled (B, T', D) input with its (B, 1, T') mask."""
+        for layer in self.encoders:
+            xs, masks = layer(xs, masks)
+        return xs

@@ -13,7 +13,6 @@ import math
 from typing import Dict, List, Optional, Tuple
 
 import torch
-from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 from typeguard import typechecked
 
 from espnet_supernet.nets.elastic_feed_forward import elastic_feed_forward
@@ -85,22 +84,15 @@ class SupernetMHSSMEncoder(MHSSMEncoder):
         return fixed + spec["depth"] * block
 
     # ------------------------------------------------------------------ forward
-    def forward(
-        self,
-        xs_pad: torch.Tensor,
-        ilens: torch.Tensor,
-        prev_states: Optional[torch.Tensor] = None,
-    ) -> Tuple[torch.Tensor, torch.Tensor, None]:
-        """Encode with the active subnet: (B, L, F) -> (B, T', D), (B,), None."""
+    def forward_blocks(self, xs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """The active subnet's blocks, at its width, on (B, T', D)."""
         spec = self.subnets[self.active]
         ffn, per_head = self.widths(spec)
         gate = 1 if ffn == self.ffn_units else UnitSlice.of(list(range(ffn)), [0],
                                                             ffn / self.ffn_units)
-        masks = (~make_pad_mask(ilens)[:, None, :]).to(xs_pad.device)
-        xs, masks = self.embed(xs_pad, masks)
         for layer in self.encoders[: spec["depth"]]:
             xs = self._block(layer, xs, gate, per_head)
-        return self.after_norm(xs), masks.squeeze(1).sum(1), None
+        return xs
 
     @staticmethod
     def _block(layer, x: torch.Tensor, gate, per_head: int) -> torch.Tensor:
