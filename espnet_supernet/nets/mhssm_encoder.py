@@ -122,12 +122,24 @@ class MHSSMEncoder(AbsEncoder):
         prev_states: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor, None]:
         """Encode (B, L, input_size) of lengths (B,) -> (B, T', D), (B,), None."""
+        xs, olens = self.forward_subnet(self.forward_frontend(xs_pad, ilens))
+        return xs, olens, None
+
+    def forward_frontend(self, xs_pad: torch.Tensor, ilens: torch.Tensor
+                         ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Subsampling: (B, L, F), (B,) -> (B, T', D) and the (B, 1, T') mask; what every
+        subnet of a supernet shares."""
         masks = (~make_pad_mask(ilens)[:, None, :]).to(xs_pad.device)
-        xs, masks = self.embed(xs_pad, masks)
+        return self.embed(xs_pad, masks)
+
+    def forward_subnet(self, front: Tuple[torch.Tensor, torch.Tensor]
+                       ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Blocks and final norm on a front-end output -> (B, T', D), lengths (B,)."""
+        xs, masks = front
         xs = self.forward_blocks(xs, masks)
         if self.after_norm is not None:
             xs = self.after_norm(xs)
-        return xs, masks.squeeze(1).sum(1), None
+        return xs, masks.squeeze(1).sum(1)
 
     def forward_blocks(self, xs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """The blocks on the subsampled (B, T', D) input with its (B, 1, T') mask."""

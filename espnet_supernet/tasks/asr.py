@@ -40,12 +40,15 @@ from espnet_supernet.selection.static import StaticSelection  # noqa: E402
 from espnet_supernet.train.eden import Eden  # noqa: E402
 from espnet_supernet.train.scaled_adam import ScaledAdam  # noqa: E402
 from espnet_supernet.train.supernet_asr_model import SupernetASRModel  # noqa: E402
+from espnet_supernet.train.supernet_transducer_model import (  # noqa: E402
+    SupernetTransducerModel,
+)
 from espnet_supernet.train.supernet_trainer import SupernetTrainer  # noqa: E402
 
 ENCODERS = {"supernet_conformer": SupernetConformerEncoder,
             "pruned_conformer": PrunedConformerEncoder, "mhssm": MHSSMEncoder,
             "supernet_mhssm": SupernetMHSSMEncoder}
-MODELS = {"supernet": SupernetASRModel}
+MODELS = {"supernet": SupernetASRModel, "supernet_transducer": SupernetTransducerModel}
 
 
 def _register(choices, classes, base) -> None:

@@ -1,0 +1,169 @@
+"""TODM's RNN-T supernet model (``model: supernet_transducer``; Shangguan et al., "TODM:
+Train Once Deploy Many", ICASSP 2024).
+
+One step trains several (depth, width) subnets of a ``supernet_mhssm`` encoder on the same
+batch with ESPnet's transducer decoder and joint network: the largest subnet, the
+smallest and ``num_random`` others (the sandwich rule). The features and the subsampling
+front end run once. The largest subnet's joint-network distributions, detached, teach the
+others in place with AlphaNet's adaptive alpha-divergence over the whole (T, U + 1)
+lattice of valid frames and labels (``train/alpha_divergence.py``). Adaptive dropout: a
+subnet's encoder dropout is the configured rate times its parameter fraction of the
+largest subnet, so smaller subnets are regularised less. The RNN-T loss is torchaudio's.
+"""
+
+import random
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from espnet2.asr.espnet_model import ESPnetASRModel
+from espnet2.asr.transducer.error_calculator import ErrorCalculatorTransducer
+from espnet2.asr_transducer.utils import get_transducer_task_io
+from espnet2.torch_utils.device_funcs import force_gatherable
+
+from espnet_supernet.train.alpha_divergence import alpha_divergence
+from espnet_supernet.train.rnnt_loss import TorchaudioRNNTLoss
+
+Stats = Dict[str, Optional[torch.Tensor]]
+
+
+class SupernetTransducerModel(ESPnetASRModel):
+    """RNN-T supernet with sandwich training, in-place alpha-divergence KD and adaptive
+    dropout.
+
+    Args:
+        (``ESPnetASRModel``'s arguments; ``decoder: transducer`` with a joint network.)
+        max_weight, min_weight, random_weight: loss weights of the sandwich slots.
+        num_random: middle subnets sampled per step.
+        kd_weight: weight of the alpha-divergence to the largest subnet (0: off).
+        kd_alpha_range: (alpha_min, alpha_max).
+        kd_iw_clip: importance-weight clip.
+        adaptive_dropout: scale the encoder's dropout rates by each subnet's parameter
+            fraction of the largest subnet.
+        sandwich_seed: seed of the middle-subnet sampling (with the step: same on DDP ranks).
+    """
+
+    def __init__(
+        self,
+        *args,
+        joint_network: Optional[torch.nn.Module] = None,
+        max_weight: float = 1.0,
+        min_weight: float = 1.0,
+        random_weight: float = 1.0,
+        num_random: int = 1,
+        kd_weight: float = 1.0,
+        kd_alpha_range: Sequence[float] = (-1.0, 1.0),
+        kd_iw_clip: float = 5.0,
+        adaptive_dropout: bool = True,
+        sandwich_seed: int = 0,
+        **kwargs,
+    ):
+        if joint_network is None:
+            raise ValueError("model 'supernet_transducer' needs decoder: transducer (and "
+                             "joint_net_conf)")
+        # ESPnet's transducer set-up imports warprnnt_pytorch: build without the joint
+        # network, then attach it with torchaudio's RNN-T loss.
+        super().__init__(*args, joint_network=None, **kwargs)
+        for attr in ("subnet_names", "set_named_subnet", "forward_frontend",
+                     "forward_subnet", "subnet_params", "subnets"):
+            if not hasattr(self.encoder, attr):
+                raise ValueError("model 'supernet_transducer' needs encoder: supernet_mhssm; "
+                                 f"{type(self.encoder).__name__} has no {attr}")
+        self.decoder = self.decoder if self.decoder is not None else kwargs.get("decoder")
+        self.joint_network = joint_network
+        self.use_transducer_decoder = True
+        self.criterion_transducer = TorchaudioRNNTLoss(self.blank_id)
+        self.error_calculator_trans = ErrorCalculatorTransducer(
+            self.decoder, joint_network, self.token_list, "<space>", "<blank>",
+            report_cer=True, report_wer=True)
+        self.error_calculator = None
+        self.subnet_names: List[str] = list(self.encoder.subnet_names)
+        self.weights = (max_weight, min_weight, random_weight)
+        self.num_random = num_random
+        self.kd_weight, self.kd_alpha_range = kd_weight, tuple(kd_alpha_range)
+        self.kd_iw_clip = kd_iw_clip
+        self.sandwich_seed = sandwich_seed
+        self.register_buffer("sandwich_step", torch.zeros((), dtype=torch.long))
+        full = self.encoder.subnet_params(self.encoder.subnets[self.subnet_names[-1]])
+        self.dropout_scale = {
+            n: (self.encoder.subnet_params(self.encoder.subnets[n]) / full
+                if adaptive_dropout else 1.0) for n in self.subnet_names}
+        self._base_dropout = {m: m.p for m in self.encoder.modules()
+                              if isinstance(m, torch.nn.Dropout)}
+        self.active_subnet = self.subnet_names[-1]
+        self.set_subnet(None)
+
+    def set_subnet(self, name: Optional[str]) -> None:
+        """Activate a named subnet (None: the largest), with its dropout rates."""
+        name = self.subnet_names[-1] if name is None else str(name)
+        self.encoder.set_named_subnet(name)  # raises on unknown names, listing them
+        for module, p in self._base_dropout.items():
+            module.p = p * self.dropout_scale[name]
+        self.active_subnet = name
+
+    def plan(self, step: int) -> List[Tuple[str, str, float]]:
+        """(stat slot, subnet, weight) of this step: largest first (the teacher)."""
+        names = self.subnet_names
+        entries = [("max", names[-1], self.weights[0])]
+        if len(names) > 1:
+            entries.append(("min", names[0], self.weights[1]))
+        middle = names[1:-1]
+        rng = random.Random(self.sandwich_seed * 1_000_003 + step)
+        for i, name in enumerate(rng.sample(middle, min(self.num_random, len(middle)))):
+            entries.append((f"rand{i}", name, self.weights[2]))
+        return entries
+
+    def forward(self, speech: torch.Tensor, speech_lengths: torch.Tensor, text: torch.Tensor,
+                text_lengths: torch.Tensor, **kwargs) -> Tuple[torch.Tensor, Stats, torch.Tensor]:
+        """Sandwich RNN-T loss (training) or every size's loss and CER (validation)."""
+        batch_size = speech.shape[0]
+        text = text[:, : text_lengths.max()]
+        feats, lens = self._extract_feats(speech, speech_lengths)
+        if self.specaug is not None and self.training:
+            feats, lens = self.specaug(feats, lens)
+        if self.normalize is not None:
+            feats, lens = self.normalize(feats, lens)
+        front = self.encoder.forward_frontend(feats, lens)
+        if self.training:
+            plan = self.plan(int(self.sandwich_step))
+            self.sandwich_step += 1
+        else:
+            plan = [(n, n, 1.0) for n in self.subnet_names]
+        previous, stats, total, teacher = self.active_subnet, {}, 0.0, None
+        decoder_in, target, _, u_len = get_transducer_task_io(
+            text, lens, ignore_id=self.ignore_id, blank_id=self.blank_id)
+        self.decoder.set_device(feats.device)
+        dec_out = self.decoder(decoder_in).unsqueeze(1)  # shared: the decoder is not elastic
+        for slot, name, weight in plan:
+            self.set_subnet(name)
+            enc_out, enc_lens = self.encoder.forward_subnet(front)
+            joint = self.joint_network(enc_out.unsqueeze(2), dec_out)
+            loss = self.criterion_transducer(joint, target, enc_lens, u_len)
+            stats[f"loss_{slot}"] = loss.detach()
+            if self.training and self.kd_weight > 0:
+                if teacher is None:
+                    teacher = joint.detach()
+                else:
+                    kd, value = self._lattice_kd(teacher, joint, enc_lens, u_len)
+                    loss = loss + self.kd_weight * kd
+                    stats[f"kd_{slot}"] = value
+            if not self.training:
+                cer, wer = self.error_calculator_trans(enc_out, target)
+                stats[f"cer_transducer_{slot}"], stats[f"wer_transducer_{slot}"] = cer, wer
+            total = total + weight * loss
+        self.set_subnet(previous)
+        stats["loss"] = total.detach()
+        return force_gatherable((total, stats, batch_size), total.device)
+
+    def _lattice_kd(self, teacher: torch.Tensor, student: torch.Tensor,
+                    t_len: torch.Tensor, u_len: torch.Tensor
+                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Alpha-divergence of the student's joint distributions from the teacher's,
+        mean over the valid (t, u) nodes; both (B, T, U + 1, V)."""
+        loss, value = alpha_divergence(teacher, student, *self.kd_alpha_range,
+                                       iw_clip=self.kd_iw_clip)
+        t = torch.arange(loss.size(1), device=loss.device)
+        u = torch.arange(loss.size(2), device=loss.device)
+        valid = (t[None, :, None] < t_len[:, None, None]) & \
+            (u[None, None, :] <= u_len[:, None, None])
+        count = valid.sum().clamp(min=1)
+        return (loss * valid).sum() / count, (value * valid).sum() / count

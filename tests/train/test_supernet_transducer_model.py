@@ -1,0 +1,98 @@
+"""``model: supernet_transducer`` (TODM): RNN-T sandwich over MH-SSM subnets, in-place
+alpha-divergence KD, adaptive dropout, per-size decoding."""
+
+import pytest
+import torch
+import yaml
+
+from espnet_supernet.tasks.asr import SupernetASRTask
+from espnet_supernet.train.supernet_transducer_model import SupernetTransducerModel
+
+TOKENS = ["<blank>", "<unk>", "a", "b", "c", "<sos/eos>"]
+ENCODER = dict(output_size=16, ssm_heads=2, ssm_state_size=8, linear_units=32, num_blocks=3,
+               dropout_rate=0.1, cnn_module_kernel=5,
+               subnets={"small": {"depth": 1, "width": 0.5}, "mid": {"depth": 2, "width": 0.75}})
+
+
+def build(tmp_path, **model_conf):
+    args = SupernetASRTask.get_parser().parse_args([
+        "--encoder", "supernet_mhssm", "--decoder", "transducer", "--model",
+        "supernet_transducer", "--token_list", str(tmp_path / "t.txt"),
+        "--output_dir", str(tmp_path), "--frontend_conf", "n_mels=20",
+        "--normalize", "none", "--specaug", "none", "--token_type", "char",
+    ])  # fmt: skip
+    args.token_list = TOKENS
+    args.encoder_conf = ENCODER
+    args.decoder_conf = {"hidden_size": 16}
+    args.joint_net_conf = {"joint_space_size": 16}
+    args.model_conf = {"ctc_weight": 0.0, **model_conf}
+    torch.manual_seed(0)
+    return args, SupernetASRTask.build_model(args)
+
+
+def batch():
+    torch.manual_seed(1)
+    return dict(speech=torch.randn(2, 16000), speech_lengths=torch.tensor([16000, 12000]),
+                text=torch.tensor([[2, 3, 4], [3, 2, -1]]), text_lengths=torch.tensor([3, 2]))
+
+
+def test_sandwich_step_with_kd(tmp_path):
+    _, model = build(tmp_path)
+    assert isinstance(model, SupernetTransducerModel)
+    assert model.subnet_names == ["small", "mid", "full"]
+    model.train()
+    loss, stats, _ = model(**batch())
+    assert torch.isfinite(loss)
+    assert {"loss_max", "loss_min", "loss_rand0", "kd_min", "kd_rand0"} <= set(stats)
+    assert stats["kd_min"] > 0
+    loss.backward()
+    ffn = model.encoder.encoders[0].feed_forward.w_1.weight.grad
+    assert ffn is not None and torch.isfinite(ffn).all()  # shared by every subnet
+    assert model.joint_network.lin_out.weight.grad is not None
+
+
+def test_adaptive_dropout_and_validation_reports_every_size(tmp_path):
+    _, model = build(tmp_path)
+    scale = model.dropout_scale
+    assert scale["full"] == 1.0 and 0 < scale["small"] < scale["mid"] < 1.0
+    model.set_subnet("small")
+    drops = [m.p for m in model.encoder.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and all(p == pytest.approx(0.1 * scale["small"]) for p in drops)
+    model.eval()
+    with torch.no_grad():
+        _, stats, _ = model(**batch())
+    for name in ("small", "mid", "full"):
+        assert torch.isfinite(stats[f"loss_{name}"]) and f"cer_transducer_{name}" in stats
+    _, fixed = build(tmp_path, adaptive_dropout=False)
+    assert set(fixed.dropout_scale.values()) == {1.0}
+
+
+def test_per_size_decoding_with_transducer_beam_search(tmp_path):
+    from espnet_supernet.bin.asr_inference import speech2text
+
+    args, model = build(tmp_path)
+    config = vars(args)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    torch.save(model.state_dict(), tmp_path / "model.pth")
+    for size in ("small", "full"):
+        s2t = speech2text(size, asr_train_config=str(tmp_path / "config.yaml"),
+                          asr_model_file=str(tmp_path / "model.pth"), beam_size=2, nbest=1)
+        assert s2t.beam_search_transducer is not None
+        assert s2t.asr_model.active_subnet == size
+        text = s2t(torch.randn(8000))[0][0]
+        assert isinstance(text, str)
+    with pytest.raises(ValueError, match="unknown subnet 'huge'"):
+        speech2text("huge", asr_train_config=str(tmp_path / "config.yaml"),
+                    asr_model_file=str(tmp_path / "model.pth"))
+
+
+def test_needs_a_transducer_decoder_and_a_supernet_encoder(tmp_path):
+    args = SupernetASRTask.get_parser().parse_args([
+        "--encoder", "supernet_mhssm", "--model", "supernet_transducer",
+        "--token_list", str(tmp_path / "t.txt"), "--output_dir", str(tmp_path),
+    ])  # fmt: skip
+    args.token_list = TOKENS
+    args.encoder_conf = ENCODER
+    args.decoder, args.model_conf = "rnn", {"ctc_weight": 0.3}
+    with pytest.raises(ValueError, match="needs decoder: transducer"):
+        SupernetASRTask.build_model(args)
