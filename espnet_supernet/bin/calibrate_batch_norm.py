@@ -20,6 +20,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from espnet_supernet.nets.switchable_batch_norm import SwitchableBatchNorm1d
 from espnet_supernet.tasks.asr import SupernetASRTask
 from espnet_supernet.train.batch_norm_calibration import calibrate_batch_norm
 
@@ -66,6 +67,13 @@ def main(cmd: Optional[List[str]] = None) -> None:
     args = get_parser().parse_args(cmd)
     model, train_args = SupernetASRTask.build_model_from_file(
         args.asr_train_config, args.asr_model_file, "cpu")
+    if not any(isinstance(m, SwitchableBatchNorm1d) for m in model.modules()) or \
+            getattr(model.encoder, "bn_stats", None) != "per_size":
+        logging.info("%s keeps no per-size BatchNorm statistics: copying the model as is",
+                     type(model.encoder).__name__)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), args.output)
+        return
     path, name, kind = args.data_path_and_name_and_type.split(",")
     keys = [line.split(maxsplit=1)[0] for line in open(path, encoding="utf-8") if line.strip()]
     n = min(len(keys), args.num_batches * args.batch_size)

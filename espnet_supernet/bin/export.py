@@ -46,8 +46,8 @@ def load_supernet(config: Path, model_file: Optional[Path]) -> "tuple[torch.nn.M
             raise FileNotFoundError(f"{path} does not exist")
     train_config = yaml.safe_load(Path(config).read_text())
     if train_config.get("model") != "supernet":
-        raise ValueError(f"{config} trains a '{train_config.get('model')}' model, not a "
-                         "supernet (model: supernet): there is no subnet to export")
+        raise ValueError(f"{config} trains a '{train_config.get('model')}' model: export "
+                         "supports the Conformer CTC supernet (model: supernet)")
     try:
         model, _ = SupernetASRTask.build_model_from_file(config, model_file, "cpu")
     except RuntimeError as error:  # state-dict mismatch

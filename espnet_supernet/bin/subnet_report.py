@@ -28,10 +28,47 @@ def _numel(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+@torch.no_grad()
+def measured_encoder_flops(model: torch.nn.Module, name: str, seconds: float) -> float:
+    """FLOPs per second of audio of the named subnet's encoder, counted by
+    ``FlopCounterMode`` on a ``seconds``-long input (100 feature frames per second)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    encoder = model.encoder
+    previous = model.active_subnet
+    model.set_subnet(name)
+    frames = int(100 * seconds)
+    dim = model.frontend.output_size() if model.frontend is not None else \
+        _input_size(encoder)
+    feats = torch.zeros(1, frames, dim)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        encoder(feats, torch.tensor([frames]))
+    model.set_subnet(previous)
+    return counter.get_total_flops() / seconds
+
+
+def _input_size(encoder: torch.nn.Module) -> int:
+    """A feature dimension that an encoder with conv2d subsampling accepts."""
+    linear = encoder.embed.out[0]
+    odim = encoder.embed.conv[0].out_channels
+    freq = linear.in_features // odim  # ((F - 1) // 2 - 1) // 2
+    return 4 * freq + 3
+
+
 def subnet_report(model: torch.nn.Module, seconds: float = 10.0) -> Dict[str, dict]:
     """``{name: {mask, num_modules, num_units, kept, encoder_params, total_params,
-    encoder_gflops_per_sec}}`` (``mask`` is the unit mask, see ``encoder.layout``)."""
+    encoder_gflops_per_sec}}`` (``mask`` is the unit mask, see ``encoder.layout``).
+    For an MH-SSM supernet (TODM): ``{name: {depth, width, encoder_params, total_params,
+    encoder_gflops_per_sec}}``, FLOPs counted by ``FlopCounterMode``."""
     encoder = model.encoder
+    if hasattr(encoder, "subnet_params"):
+        rest = _numel(model) - _numel(encoder)
+        return {name: {**spec, "encoder_params": encoder.subnet_params(spec),
+                       "total_params": encoder.subnet_params(spec) + rest,
+                       "encoder_gflops_per_sec":
+                           measured_encoder_flops(model, name, seconds) / 1e9}
+                for name, spec in encoder.subnets.items()}
     params, flops = params_table(encoder), flops_table(encoder, seconds)
     unused_heads = 0
     lo = getattr(getattr(model, "ctc", None), "ctc_lo", None)
@@ -79,9 +116,10 @@ def main(cmd: Optional[List[str]] = None) -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     for name, row in report.items():
-        logging.info("subnet %s: %d modules, %.2fM encoder params, %.2f GFLOPs/s", name,
-                     row["num_modules"], row["encoder_params"] / 1e6,
-                     row["encoder_gflops_per_sec"])
+        shape = (f"{row['num_modules']} modules" if "num_modules" in row
+                 else f"depth {row['depth']}, width {row['width']}")
+        logging.info("subnet %s: %s, %.2fM encoder params, %.2f GFLOPs/s", name, shape,
+                     row["encoder_params"] / 1e6, row["encoder_gflops_per_sec"])
 
 
 if __name__ == "__main__":

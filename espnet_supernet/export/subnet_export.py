@@ -121,8 +121,8 @@ def export_subnet(model: SupernetASRModel, train_config: dict, name: str,
         TypeError: ``model`` is not a supernet.
     """
     if not isinstance(model, SupernetASRModel):
-        raise TypeError(f"the checkpoint's model is a {type(model).__name__}, not a "
-                        "supernet (model: supernet): there is no subnet to export")
+        raise TypeError(f"the checkpoint's model is a {type(model).__name__}: export "
+                        "supports the Conformer CTC supernet (model: supernet)")
     if mask is None:
         model.set_subnet(name)
     else:

@@ -119,7 +119,7 @@ def test_bad_inputs(tmp_path):
                  encoder_conf={k: v for k, v in config["encoder_conf"].items()
                                if k != "subnet_sizes"})
     (tmp_path / "stock.yaml").write_text(yaml.safe_dump(stock))
-    with pytest.raises(ValueError, match="not a supernet"):
+    with pytest.raises(ValueError, match="export supports the Conformer CTC supernet"):
         load_supernet(tmp_path / "stock.yaml", tmp_path / "model.pth")
     wider = dict(config, encoder_conf=dict(config["encoder_conf"], output_size=48))
     (tmp_path / "wider.yaml").write_text(yaml.safe_dump(wider))

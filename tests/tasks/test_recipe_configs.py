@@ -15,6 +15,8 @@ from espnet_supernet.tasks.asr import SupernetASRTask
 CONF = Path(__file__).resolve().parents[2] / "egs2/librispeech/supernet/conf"
 CONFIGS = sorted(p.name for p in CONF.glob("train_supernet_*.yaml")) + sorted(
     f"tuning/{p.name}" for p in (CONF / "tuning").glob("train_supernet_*.yaml"))
+TODM_CONFIGS = sorted(p.name for p in CONF.glob("train_todm_*.yaml")) + sorted(
+    f"tuning/{p.name}" for p in (CONF / "tuning").glob("train_todm_*.yaml"))
 LM_CONFIGS = sorted(p.name for p in CONF.glob("train_lm_*.yaml")) + sorted(
     f"tuning/{p.name}" for p in (CONF / "tuning").glob("train_lm_*.yaml"))
 METHOD = {"simple_topk": SimpleTopKSelection, "iterative_zero_out": IterativeZeroOutSelection,
@@ -81,4 +83,16 @@ def test_lm_config_builds_with_espnet(config, tmp_path):
     args.token_list = ["<blank>", "<unk>", "a", "b", "<sos/eos>"]
     model = LMTask.build_model(args)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+@pytest.mark.parametrize("config", TODM_CONFIGS)
+def test_todm_config_builds_a_transducer_supernet(config, tmp_path):
+    from espnet_supernet.train.scaled_adam import ScaledAdam
+    from espnet_supernet.train.supernet_transducer_model import SupernetTransducerModel
+
+    args, model = build(config, tmp_path)
+    assert isinstance(model, SupernetTransducerModel)
+    assert model.subnet_names[-1] == "full" and len(model.subnet_names) >= 2
+    (optimizer,) = SupernetASRTask.build_optimizers(args, model)
+    assert isinstance(optimizer, ScaledAdam)
 

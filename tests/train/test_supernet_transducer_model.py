@@ -96,3 +96,17 @@ def test_needs_a_transducer_decoder_and_a_supernet_encoder(tmp_path):
     args.decoder, args.model_conf = "rnn", {"ctc_weight": 0.3}
     with pytest.raises(ValueError, match="needs decoder: transducer"):
         SupernetASRTask.build_model(args)
+
+
+def test_subnet_report_of_the_mhssm_supernet(tmp_path):
+    from espnet_supernet.bin.subnet_report import subnet_report
+
+    _, model = build(tmp_path)
+    report = subnet_report(model, seconds=2.0)
+    assert list(report) == ["small", "mid", "full"]
+    full = report["full"]
+    assert full["encoder_params"] == sum(p.numel() for p in model.encoder.parameters())
+    assert full["total_params"] == sum(p.numel() for p in model.parameters())
+    flops = [report[n]["encoder_gflops_per_sec"] for n in report]
+    assert 0 < flops[0] < flops[1] < flops[2]
+    assert report["small"]["depth"] == 1 and report["small"]["width"] == 0.5

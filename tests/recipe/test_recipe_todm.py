@@ -1,0 +1,38 @@
+"""TODM through the recipe (stages 11-13) on the tiny corpus: an MH-SSM RNN-T supernet
+trained with the sandwich rule, alpha-divergence KD, adaptive dropout and ScaledAdam +
+Eden, every size decoded with transducer beam search and scored.
+
+Reuses the prepared copy of the ``trained`` fixture (data, BPE, statistics).
+"""
+
+import json
+import re
+
+from e2e_run import TINY_ARGS
+
+SIZES = ("d1w0.5", "full")
+TODM_ARGS = ("--asr_config", "conf/tuning/train_todm_mhssm_tiny.yaml",
+             "--inference_config", "conf/tuning/decode_transducer_tiny.yaml",
+             "--use_lm", "false", "--test_sets", "test_clean")
+
+
+def test_todm_stages_11_to_13(trained, run_recipe):
+    args = [a for a in TINY_ARGS]
+    args[args.index("--asr_config") + 1] = TODM_ARGS[1]
+    args[args.index("--inference_config") + 1] = TODM_ARGS[3]
+    run = run_recipe(trained.recipe, *args, *TODM_ARGS[4:], "--stage", "11",
+                     "--stop_stage", "13", log_name="run_todm.log")
+    assert run.returncode == 0, run.tail()
+    exp = trained.recipe / "exp/asr_train_todm_mhssm_tiny"
+    log = (exp / "train.log").read_text()
+    assert re.search(r"1epoch results: \[train\].*loss_max=[\d.]+.*kd_min=[\d.]+", log), log[-3000:]
+    assert re.search(r"\[valid\].*loss_d1w0\.5=[\d.]+.*cer_transducer_full=", log)
+    assert "ScaledAdam" in log and "Eden" in log
+    report = json.loads((exp / "subnets.json").read_text())
+    assert list(report) == list(SIZES)
+    assert report["d1w0.5"]["encoder_params"] < report["full"]["encoder_params"]
+    results = (exp / "RESULTS.md").read_text()
+    for size in SIZES:
+        assert re.search(rf"\| {re.escape(size)} \| test_clean \| .* \| \d+\.\d+ \|", results), results
+        hyp = exp / f"decode_transducer_tiny_size{size}/test_clean/text"
+        assert hyp.is_file() and hyp.read_text().strip()
