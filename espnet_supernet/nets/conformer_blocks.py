@@ -17,6 +17,7 @@ from espnet.nets.pytorch_backend.transformer.subsampling import (
     check_short_utt,
 )
 
+from espnet_supernet.nets.chunked_subsampling import can_chunk, chunked_subsampling
 from espnet_supernet.nets.elastic_attention import elastic_self_attention
 from espnet_supernet.nets.elastic_feed_forward import elastic_feed_forward
 from espnet_supernet.nets.unit_gates import Gate, UnitSlice, is_skipped
@@ -59,6 +60,8 @@ def frontend_forward(encoder: torch.nn.Module, xs_pad: torch.Tensor,
         )
     if isinstance(encoder.embed, torch.nn.Sequential):
         out = encoder.embed(xs_pad)
+    elif can_chunk(encoder.embed):
+        out, masks = chunked_subsampling(encoder.embed, xs_pad, masks)
     else:
         out, masks = encoder.embed(xs_pad, masks)
     xs, pos_emb = out if isinstance(out, tuple) else (out, None)

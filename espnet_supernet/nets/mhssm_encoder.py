@@ -24,6 +24,7 @@ from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
 from espnet.nets.pytorch_backend.transformer.subsampling import Conv2dSubsampling
 from typeguard import typechecked
 
+from espnet_supernet.nets.chunked_subsampling import can_chunk, chunked_subsampling
 from espnet_supernet.nets.multi_head_ssm import MultiHeadSSM
 
 
@@ -130,6 +131,8 @@ class MHSSMEncoder(AbsEncoder):
         """Subsampling: (B, L, F), (B,) -> (B, T', D) and the (B, 1, T') mask; what every
         subnet of a supernet shares."""
         masks = (~make_pad_mask(ilens)[:, None, :]).to(xs_pad.device)
+        if can_chunk(self.embed):
+            return chunked_subsampling(self.embed, xs_pad, masks)
         return self.embed(xs_pad, masks)
 
     def forward_subnet(self, front: Tuple[torch.Tensor, torch.Tensor]
