@@ -29,8 +29,9 @@ the config's input size: 40 mel bins for demo, as its recipe config, else 80;
 
 Forward timings use eval mode and ``torch.inference_mode()``; every number is the median
 over ``--repeats`` after ``--warmup`` runs, the compared variants interleaved within each
-repeat (order reversed on odd repeats) so that drift from other load cancels; ratios are
-medians of the per-repeat ratios. Writes one JSON file (default
+repeat (order reversed on odd repeats) so that drift from other load cancels; the full
+network also runs between every two variants, and each variant's ratio to full is the
+median over repeats of its time over the mean of the two full runs around it. Writes one JSON file (default
 ``bench/results/supernet_<config>.json``, ``..._quick.json`` with ``--quick``) and prints a
 table. This is a benchmark, not a unit test: it never fails on a missed goal.
 """
@@ -98,20 +99,39 @@ def interleaved(
     items: Sequence[Tuple[str, Callable[[], None], Callable[[], object]]],
     repeats: int,
     warmup: int,
+    reference: Optional[str] = None,
 ) -> Dict[str, List[float]]:
     """Time ``(key, prepare, run)`` items round-robin; returns ms per key per repeat.
 
     ``prepare`` (untimed) runs right before each ``run``; on odd repeats the order is
-    reversed so that a steady drift does not favour the items that come first.
+    reversed so that a steady drift does not favour the items that come first. With
+    ``reference`` (one of the keys), that item also runs between every two others and
+    ``times[f"{reference}@{key}"]`` gets the mean of the two reference runs around each
+    run of ``key``: a ratio to it compares runs a second apart, not a whole round apart
+    (on a shared 2-core VM, drift within a 20-item round reached 7%).
     """
     times: Dict[str, List[float]] = {key: [] for key, _, _ in items}
+    ref = next((item for item in items if item[0] == reference), None)
+    others = [item for item in items if item is not ref]
+
+    def timed(item) -> float:
+        item[1]()
+        return _ms(item[2])
+
     for r in range(warmup + repeats):
-        order = items if r % 2 == 0 else list(reversed(items))
-        for key, prepare, run in order:
-            prepare()
-            t = _ms(run)
+        order = others if r % 2 == 0 else list(reversed(others))
+        before = timed(ref) if ref else None
+        if ref and r >= warmup:
+            times[reference].append(before)
+        for item in order:
+            t = timed(item)
+            if ref:
+                after = timed(ref)
+                if r >= warmup:
+                    times.setdefault(f"{reference}@{item[0]}", []).append((before + after) / 2)
+                before = after
             if r >= warmup:
-                times[key].append(t)
+                times[item[0]].append(t)
     return times
 
 
@@ -242,7 +262,7 @@ def bench_forward(stock, supernet, xs, ilens, repeats: int, warmup: int,
         items += [(f"size:{n}", use(n), lambda: supernet(xs, ilens)) for n in names]
         items += [(f"size:{n}", lambda m=m: supernet.set_subnet(m), lambda: supernet(xs, ilens))
                   for n, m in (extra or {}).items()]
-        times = interleaved(items, repeats, warmup)
+        times = interleaved(items, repeats, warmup, reference="full")
     supernet.set_subnet(None)
     return {"times": times, "max_abs_diff": diff}
 
@@ -401,7 +421,7 @@ def run(args: argparse.Namespace) -> dict:
     for name in names:
         mask = masks[name]
         flops = size_flops[name]
-        time_fraction = median_ratio(t[f"size:{name}"], t["full"])
+        time_fraction = median_ratio(t[f"size:{name}"], t[f"full@size:{name}"])
         flops_fraction = flops / full_flops
         sizes[name] = {
             "modules": sum(supernet.layout.modules_of(mask)),
@@ -428,7 +448,7 @@ def run(args: argparse.Namespace) -> dict:
         "repeats": args.train_repeats,
     }
 
-    full_vs_stock = median_ratio(t["full"], t["stock"])
+    full_vs_stock = median_ratio(t["full@stock"], t["stock"])
     outputs_match = fwd["max_abs_diff"] <= MATCH_TOL
     goals = {
         "full_vs_stock": full_vs_stock <= GOAL_FULL_VS_STOCK,
@@ -460,7 +480,7 @@ def run(args: argparse.Namespace) -> dict:
         "max_abs_diff": fwd["max_abs_diff"],
         "outputs_match": outputs_match,
         "frontend_ms": med["frontend"],
-        "frontend_time_fraction": median_ratio(t["frontend"], t["full"]),
+        "frontend_time_fraction": median_ratio(t["frontend"], t["full@frontend"]),
         "frontend_gflops_per_sec": front_flops / 1e9,
         "frontend_flops_fraction": front_flops / full_flops,
         "full_gflops_per_sec": full_flops / 1e9,
