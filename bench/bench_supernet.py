@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 CONFIGS: Dict[str, dict] = {
     "demo": dict(input_size=40, output_size=144, attention_heads=4, linear_units=576,
@@ -224,7 +223,9 @@ def frontend_flops_per_second(encoder, seconds: float) -> float:
     encoder.eval()
     frames = int(round(seconds * FRAMES_PER_SECOND))
     xs = torch.randn(1, frames, encoder.input_size)
-    counter = FlopCounterMode(display=False)
+    from espnet_supernet.nets.subnet_cost import flop_counter
+
+    counter = flop_counter()
     with counter:
         encoder.forward_frontend(xs, torch.tensor([frames]))
     encoder.train(was_training)

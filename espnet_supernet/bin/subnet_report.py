@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from espnet_supernet.nets.subnet_cost import flops_table, params_table
+from espnet_supernet.nets.subnet_cost import flop_counter, flops_table, params_table
 from espnet_supernet.selection.report import kept_components
 from espnet_supernet.nets.switchable_linear import SwitchableLinear
 from espnet_supernet.tasks.asr import SupernetASRTask
@@ -32,7 +32,6 @@ def _numel(module: torch.nn.Module) -> int:
 def measured_encoder_flops(model: torch.nn.Module, name: str, seconds: float) -> float:
     """FLOPs per second of audio of the named subnet's encoder, counted by
     ``FlopCounterMode`` on a ``seconds``-long input (100 feature frames per second)."""
-    from torch.utils.flop_counter import FlopCounterMode
 
     encoder = model.encoder
     previous = model.active_subnet
@@ -41,7 +40,7 @@ def measured_encoder_flops(model: torch.nn.Module, name: str, seconds: float) ->
     dim = model.frontend.output_size() if model.frontend is not None else \
         _input_size(encoder)
     feats = torch.zeros(1, frames, dim)
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter:
         encoder(feats, torch.tensor([frames]))
     model.set_subnet(previous)

@@ -18,18 +18,31 @@ Conventions
   divided by T), plus with relative positions ``2 P d d_k / T`` (position projection)
   and ``2 P d_k`` (position scores), P = 2T - 1; conv module ``2 d (3 d + K)``. The front
   end (subsampling) is measured once with ``FlopCounterMode`` and is the fixed part.
-  :func:`measured_flops_per_second` counts the real forward and validates these formulas.
+  :func:`measured_flops_per_second` counts the real forward and validates these formulas;
+  :func:`flop_counter` is ``FlopCounterMode`` that also counts the fused CPU attention
+  kernel (as its two matmuls), which torch's counter skips.
 """
 
 from typing import List, NamedTuple, Sequence
 
 import torch
 from espnet.nets.pytorch_backend.transformer.attention import RelPositionMultiHeadedAttention
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from espnet_supernet.nets.subnet_space import MODULE_TYPES, UnitLayout
 
 CRITERIA = ("params", "flops")
+
+
+def _cpu_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def flop_counter() -> FlopCounterMode:
+    """A silent ``FlopCounterMode`` that also counts ``scaled_dot_product_attention`` on CPU
+    (``aten._scaled_dot_product_flash_attention_for_cpu``, 0 FLOPs in torch's table)."""
+    return FlopCounterMode(display=False, custom_mapping={
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops})
 
 
 class ModuleCost(NamedTuple):
@@ -129,7 +142,7 @@ def flops_table(encoder: torch.nn.Module, seconds: float = 10.0) -> CostTable:
     frames = int(round(seconds * 100))
     was_training = encoder.training
     encoder.eval()
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     param = next(encoder.parameters())
     with counter:
         xs = torch.zeros(1, frames, encoder.input_size, dtype=param.dtype, device=param.device)
@@ -184,7 +197,7 @@ def measured_flops_per_second(
     frames = int(round(seconds * 100))
     xs = torch.randn(1, frames, encoder.input_size, dtype=param.dtype, device=param.device)
     lens = torch.tensor([frames], device=param.device)
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter:
         encoder.forward_subnet(encoder.forward_frontend(xs, lens),
                                gates=encoder.gates(encoder.layout.as_units(mask)))
