@@ -21,7 +21,7 @@ from espnet2.asr_transducer.utils import get_transducer_task_io
 from espnet2.torch_utils.device_funcs import force_gatherable
 
 from espnet_supernet.train.alpha_divergence import alpha_divergence
-from espnet_supernet.train.rnnt_loss import TorchaudioRNNTLoss
+from espnet_supernet.train.rnnt_loss import RNNTLoss
 
 Stats = Dict[str, Optional[torch.Tensor]]
 
@@ -39,6 +39,7 @@ class SupernetTransducerModel(ESPnetASRModel):
         kd_iw_clip: importance-weight clip.
         adaptive_dropout: scale the encoder's dropout rates by each subnet's parameter
             fraction of the largest subnet.
+        rnnt_loss: ``scan`` or ``torchaudio`` (``train/rnnt_loss.py``).
         sandwich_seed: seed of the middle-subnet sampling (with the step: same on DDP ranks).
     """
 
@@ -54,6 +55,7 @@ class SupernetTransducerModel(ESPnetASRModel):
         kd_alpha_range: Sequence[float] = (-1.0, 1.0),
         kd_iw_clip: float = 5.0,
         adaptive_dropout: bool = True,
+        rnnt_loss: str = "scan",
         sandwich_seed: int = 0,
         **kwargs,
     ):
@@ -71,7 +73,7 @@ class SupernetTransducerModel(ESPnetASRModel):
         self.decoder = self.decoder if self.decoder is not None else kwargs.get("decoder")
         self.joint_network = joint_network
         self.use_transducer_decoder = True
-        self.criterion_transducer = TorchaudioRNNTLoss(self.blank_id)
+        self.criterion_transducer = RNNTLoss(self.blank_id, rnnt_loss)
         self.error_calculator_trans = ErrorCalculatorTransducer(
             self.decoder, joint_network, self.token_list, "<space>", "<blank>",
             report_cer=True, report_wer=True)
@@ -132,11 +134,12 @@ class SupernetTransducerModel(ESPnetASRModel):
         decoder_in, target, _, u_len = get_transducer_task_io(
             text, lens, ignore_id=self.ignore_id, blank_id=self.blank_id)
         self.decoder.set_device(feats.device)
-        dec_out = self.decoder(decoder_in).unsqueeze(1)  # shared: the decoder is not elastic
+        # shared by every subnet: the decoder is not elastic
+        dec_proj = self.joint_network.lin_dec(self.decoder(decoder_in))  # (B, U + 1, J)
         for slot, name, weight in plan:
             self.set_subnet(name)
             enc_out, enc_lens = self.encoder.forward_subnet(front)
-            joint = self.joint_network(enc_out.unsqueeze(2), dec_out)
+            joint = self._joint(enc_out, dec_proj)
             loss = self.criterion_transducer(joint, target, enc_lens, u_len)
             stats[f"loss_{slot}"] = loss.detach()
             if self.training and self.kd_weight > 0:
@@ -153,6 +156,18 @@ class SupernetTransducerModel(ESPnetASRModel):
         self.set_subnet(previous)
         stats["loss"] = total.detach()
         return force_gatherable((total, stats, batch_size), total.device)
+
+    def _joint(self, enc_out: torch.Tensor, dec_proj: torch.Tensor) -> torch.Tensor:
+        """Joint network logits (B, T, U + 1, V) of enc_out (B, T, D) and the projected
+        decoder output (B, U + 1, J), one utterance at a time: the (T, U + 1, J) hidden
+        tensor of one utterance stays a few MB (the whole batch's, 70 MB for the demo,
+        would be a fresh allocation per subnet and per step)."""
+        joint = self.joint_network
+        enc_proj = joint.lin_enc(enc_out)
+        return torch.cat([
+            joint.lin_out(joint.joint_activation(enc_proj[i:i + 1, :, None]
+                                                 + dec_proj[i:i + 1, None]))
+            for i in range(enc_out.size(0))])
 
     def _lattice_kd(self, teacher: torch.Tensor, student: torch.Tensor,
                     t_len: torch.Tensor, u_len: torch.Tensor
