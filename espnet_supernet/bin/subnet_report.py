@@ -59,7 +59,8 @@ def subnet_report(model: torch.nn.Module, seconds: float = 10.0) -> Dict[str, di
     """``{name: {mask, num_modules, num_units, kept, encoder_params, total_params,
     encoder_gflops_per_sec}}`` (``mask`` is the unit mask, see ``encoder.layout``).
     For an MH-SSM supernet (TODM): ``{name: {depth, width, encoder_params, total_params,
-    encoder_gflops_per_sec}}``, FLOPs counted by ``FlopCounterMode``."""
+    encoder_gflops_per_sec}}``, FLOPs counted by ``FlopCounterMode``; a model trained
+    with ``train_only`` reports that size only."""
     encoder = model.encoder
     if hasattr(encoder, "subnet_params"):
         rest = _numel(model) - _numel(encoder)
@@ -67,7 +68,8 @@ def subnet_report(model: torch.nn.Module, seconds: float = 10.0) -> Dict[str, di
                        "total_params": encoder.subnet_params(spec) + rest,
                        "encoder_gflops_per_sec":
                            measured_encoder_flops(model, name, seconds) / 1e9}
-                for name, spec in encoder.subnets.items()}
+                for name, spec in encoder.subnets.items()
+                if getattr(model, "train_only", None) in (None, name)}
     params, flops = params_table(encoder), flops_table(encoder, seconds)
     unused_heads = 0
     lo = getattr(getattr(model, "ctc", None), "ctc_lo", None)

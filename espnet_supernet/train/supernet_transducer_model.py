@@ -40,6 +40,9 @@ class SupernetTransducerModel(ESPnetASRModel):
         adaptive_dropout: scale the encoder's dropout rates by each subnet's parameter
             fraction of the largest subnet.
         rnnt_loss: ``scan`` or ``torchaudio`` (``train/rnnt_loss.py``).
+        train_only: a subnet name: train (and validate) that size alone, with its own
+            dropout rates unscaled and no KD: the baseline of "each size trained alone"
+            for the same updates (parameters outside the subnet get no gradient).
         sandwich_seed: seed of the middle-subnet sampling (with the step: same on DDP ranks).
     """
 
@@ -56,6 +59,7 @@ class SupernetTransducerModel(ESPnetASRModel):
         kd_iw_clip: float = 5.0,
         adaptive_dropout: bool = True,
         rnnt_loss: str = "scan",
+        train_only: Optional[str] = None,
         sandwich_seed: int = 0,
         **kwargs,
     ):
@@ -84,15 +88,20 @@ class SupernetTransducerModel(ESPnetASRModel):
         self.kd_weight, self.kd_alpha_range = kd_weight, tuple(kd_alpha_range)
         self.kd_iw_clip = kd_iw_clip
         self.sandwich_seed = sandwich_seed
+        if train_only is not None and str(train_only) not in self.subnet_names:
+            raise ValueError(f"train_only: unknown subnet {train_only!r}; valid names: "
+                             f"{', '.join(self.subnet_names)}")
+        self.train_only = None if train_only is None else str(train_only)
         self.register_buffer("sandwich_step", torch.zeros((), dtype=torch.long))
         full = self.encoder.subnet_params(self.encoder.subnets[self.subnet_names[-1]])
         self.dropout_scale = {
             n: (self.encoder.subnet_params(self.encoder.subnets[n]) / full
-                if adaptive_dropout else 1.0) for n in self.subnet_names}
+                if adaptive_dropout and self.train_only is None else 1.0)
+            for n in self.subnet_names}
         self._base_dropout = {m: m.p for m in self.encoder.modules()
                               if isinstance(m, torch.nn.Dropout)}
-        self.active_subnet = self.subnet_names[-1]
-        self.set_subnet(None)
+        self.active_subnet = self.train_only or self.subnet_names[-1]
+        self.set_subnet(self.active_subnet)
 
     def set_subnet(self, name: Optional[str]) -> None:
         """Activate a named subnet (None: the largest), with its dropout rates."""
@@ -104,6 +113,8 @@ class SupernetTransducerModel(ESPnetASRModel):
 
     def plan(self, step: int) -> List[Tuple[str, str, float]]:
         """(stat slot, subnet, weight) of this step: largest first (the teacher)."""
+        if self.train_only is not None:
+            return [("max", self.train_only, 1.0)]
         names = self.subnet_names
         entries = [("max", names[-1], self.weights[0])]
         if len(names) > 1:
@@ -129,7 +140,8 @@ class SupernetTransducerModel(ESPnetASRModel):
             plan = self.plan(int(self.sandwich_step))
             self.sandwich_step += 1
         else:
-            plan = [(n, n, 1.0) for n in self.subnet_names]
+            plan = [(n, n, 1.0) for n in ([self.train_only] if self.train_only
+                                          else self.subnet_names)]
         previous, stats, total, teacher = self.active_subnet, {}, 0.0, None
         decoder_in, target, _, u_len = get_transducer_task_io(
             text, lens, ignore_id=self.ignore_id, blank_id=self.blank_id)

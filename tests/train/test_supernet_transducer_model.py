@@ -67,6 +67,26 @@ def test_adaptive_dropout_and_validation_reports_every_size(tmp_path):
     assert set(fixed.dropout_scale.values()) == {1.0}
 
 
+def test_train_only_trains_and_validates_one_size_alone(tmp_path):
+    _, model = build(tmp_path, train_only="small")
+    assert model.plan(0) == model.plan(7) == [("max", "small", 1.0)]
+    assert set(model.dropout_scale.values()) == {1.0}  # its own dropout, not scaled down
+    assert model.active_subnet == "small"
+    model.train()
+    loss, stats, _ = model(**batch())
+    assert set(stats) == {"loss_max", "loss"}  # no KD: the size is its own teacher
+    loss.backward()
+    layers = model.encoder.encoders
+    assert layers[0].feed_forward.w_1.weight.grad is not None
+    assert layers[2].feed_forward.w_1.weight.grad is None  # depth 1: block 2 never ran
+    model.eval()
+    with torch.no_grad():
+        _, stats, _ = model(**batch())
+    assert "cer_transducer_small" in stats and "loss_full" not in stats
+    with pytest.raises(ValueError, match="train_only: unknown subnet 'huge'.*small, mid"):
+        build(tmp_path, train_only="huge")
+
+
 def test_per_size_decoding_with_transducer_beam_search(tmp_path):
     from espnet_supernet.bin.asr_inference import speech2text
 
