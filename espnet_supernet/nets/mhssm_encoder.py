@@ -6,10 +6,11 @@ Blocks are ESPnet's own ``EncoderLayer`` (macaron FFN, "attention", conv module,
 final LayerNorm) with :class:`~espnet_supernet.nets.multi_head_ssm.MultiHeadSSM` in the
 attention slot. The SSM needs no positional encoding and is causal; with
 ``causal_conv: true`` (default) the conv module only looks back too, so every output frame
-depends on past input only (up to the subsampling's receptive field): a streaming encoder.
+depends on past input only (up to the subsampling's receptive field): a streaming encoder,
+run chunk by chunk with :meth:`MHSSMEncoder.forward_streaming`.
 """
 
-from typing import Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,11 @@ from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
 from espnet.nets.pytorch_backend.transformer.subsampling import Conv2dSubsampling
 from typeguard import typechecked
 
-from espnet_supernet.nets.chunked_subsampling import can_chunk, chunked_subsampling
+from espnet_supernet.nets.chunked_subsampling import (
+    can_chunk,
+    chunked_subsampling,
+    receptive_field,
+)
 from espnet_supernet.nets.multi_head_ssm import MultiHeadSSM
 
 
@@ -57,6 +62,32 @@ class CausalConvolutionModule(ConvolutionModule):
         h = F.glu(self.pointwise_conv1(x.transpose(1, 2)), dim=1)
         h = self.depthwise_conv(F.pad(h, (self.left, 0)))
         return self.pointwise_conv2(self.activation(self.norm(h))).transpose(1, 2)
+
+    def forward_chunk(self, x: torch.Tensor, cache: Optional[torch.Tensor] = None
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Streaming: a chunk (B, L, C) after ``cache``, the last kernel - 1 GLU outputs
+        (B, C, kernel - 1; zeros at the start) -> output (B, L, C), the cache after it.
+        BatchNorm must be in eval mode (per-frame statistics)."""
+        h = F.glu(self.pointwise_conv1(x.transpose(1, 2)), dim=1)
+        if cache is None:
+            cache = h.new_zeros(h.size(0), h.size(1), self.left)
+        h = torch.cat([cache, h], dim=2)
+        out = self.pointwise_conv2(self.activation(self.norm(self.depthwise_conv(h))))
+        return out.transpose(1, 2), h[:, :, h.size(2) - self.left:]
+
+
+class StreamingState(NamedTuple):
+    """What :meth:`MHSSMEncoder.forward_streaming` carries from chunk to chunk.
+
+    Attributes:
+        features: input frames (B, n, F) the subsampling has not consumed yet.
+        ssm: per block, the MH-SSM state.
+        conv: per block, the conv module's cache (B, C, kernel - 1).
+    """
+
+    features: torch.Tensor
+    ssm: List[Optional[torch.Tensor]]
+    conv: List[Optional[torch.Tensor]]
 
 
 class MHSSMEncoder(AbsEncoder):
@@ -149,3 +180,44 @@ class MHSSMEncoder(AbsEncoder):
         for layer in self.encoders:
             xs, masks = layer(xs, masks)
         return xs
+
+    @torch.no_grad()
+    def forward_streaming(self, chunk: torch.Tensor, state: Optional[StreamingState] = None
+                          ) -> Tuple[torch.Tensor, StreamingState]:
+        """Encode a stream chunk by chunk (eval mode, every utterance of the batch in step).
+
+        The concatenated outputs equal :meth:`forward` on the whole input (no padding):
+        the subsampling keeps the frames it cannot use yet, each block carries its SSM
+        state and its conv module's last ``kernel - 1`` frames.
+
+        Args:
+            chunk: the next feature frames (B, L, input_size), any L >= 0.
+            state: what the previous call returned; None at the start.
+
+        Returns:
+            the new encoder frames (B, T_c, D) (T_c may be 0), the state after them.
+        """
+        if self.training:
+            raise RuntimeError("forward_streaming needs eval mode (call encoder.eval())")
+        if not self.normalize_before or not all(
+                isinstance(layer.conv_module, CausalConvolutionModule) for layer in self.encoders):
+            raise ValueError("streaming needs normalize_before: true and causal_conv: true")
+        if state is None:
+            blocks = len(self.encoders)
+            state = StreamingState(chunk[:, :0], [None] * blocks, [None] * blocks)
+        feats = torch.cat([state.features, chunk], dim=1)
+        field, stride = receptive_field(self.embed)
+        if feats.size(1) < field:
+            return feats.new_zeros(feats.size(0), 0, self._output_size), state._replace(
+                features=feats)
+        xs, _ = chunked_subsampling(self.embed, feats, None)
+        ssm, conv = list(state.ssm), list(state.conv)
+        for i, layer in enumerate(self.encoders):
+            xs = xs + layer.ff_scale * layer.feed_forward_macaron(layer.norm_ff_macaron(xs))
+            h, ssm[i] = layer.self_attn.mhssm.forward_chunk(layer.norm_mha(xs), ssm[i])
+            xs = xs + h
+            h, conv[i] = layer.conv_module.forward_chunk(layer.norm_conv(xs), conv[i])
+            xs = xs + h
+            xs = layer.norm_final(xs + layer.ff_scale * layer.feed_forward(layer.norm_ff(xs)))
+        xs = self.after_norm(xs)
+        return xs, StreamingState(feats[:, xs.size(1) * stride:], ssm, conv)

@@ -94,6 +94,14 @@ class SupernetMHSSMEncoder(MHSSMEncoder):
             xs = self._block(layer, xs, gate, per_head)
         return xs
 
+    def forward_streaming(self, chunk: torch.Tensor, state=None):
+        """Streaming (see ``MHSSMEncoder.forward_streaming``) of the full network only."""
+        spec = self.subnets[self.active]
+        if spec != {"depth": self.num_blocks, "width": 1.0}:
+            raise ValueError(f"streaming runs the full network; subnet {self.active!r} "
+                             f"({spec}) does not stream yet: decode it whole-utterance")
+        return super().forward_streaming(chunk, state)
+
     @staticmethod
     def _block(layer, x: torch.Tensor, gate, per_head: int) -> torch.Tensor:
         """ESPnet's pre-norm ``EncoderLayer`` with elastic FFNs and MH-SSM."""

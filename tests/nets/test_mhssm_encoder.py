@@ -55,3 +55,31 @@ def test_trains_through_the_asr_task(tmp_path):
     loss.backward()
     assert torch.isfinite(loss)
     assert model.encoder.encoders[0].self_attn.mhssm.ssm.log_dt.grad is not None
+
+
+def test_streaming_chunk_by_chunk_equals_the_whole_utterance():
+    import pytest
+
+    torch.manual_seed(0)
+    enc = MHSSMEncoder(**TINY)
+    enc.encoders[0].conv_module.norm.running_mean.normal_()  # non-trivial BatchNorm stats
+    enc.eval()
+    x = torch.randn(2, 203, 20)
+    with torch.no_grad():
+        whole, lens, _ = enc(x, torch.tensor([203, 203]))
+    assert whole.size(1) == 50
+    for chunk in (1, 6, 16, 80):
+        outs, state = [], None
+        for start in range(0, 203, chunk):
+            out, state = enc.forward_streaming(x[:, start:start + chunk], state)
+            outs.append(out)
+        streamed = torch.cat(outs, dim=1)
+        assert streamed.shape == whole.shape
+        torch.testing.assert_close(streamed, whole, atol=1e-4, rtol=1e-4)
+        assert state.features.size(1) == 203 - 4 * 50  # frames the next chunk will complete
+    enc.train()
+    with pytest.raises(RuntimeError, match="eval mode"):
+        enc.forward_streaming(x)
+    centred = MHSSMEncoder(**TINY, causal_conv=False).eval()
+    with pytest.raises(ValueError, match="causal_conv: true"):
+        centred.forward_streaming(x)

@@ -31,6 +31,19 @@ def test_names_ordered_by_size_and_full_equals_the_plain_encoder():
         SupernetMHSSMEncoder(**TINY, subnets={"x": {"depth": 4, "width": 1.0}})
 
 
+def test_streams_the_full_network_and_refuses_other_sizes():
+    enc = make()
+    x = torch.randn(1, 90, 20)
+    with torch.no_grad():
+        whole = enc(x, torch.tensor([90]))[0]
+    first, state = enc.forward_streaming(x[:, :40])
+    rest, _ = enc.forward_streaming(x[:, 40:], state)
+    torch.testing.assert_close(torch.cat([first, rest], 1), whole, atol=1e-4, rtol=1e-4)
+    enc.set_named_subnet("small")
+    with pytest.raises(ValueError, match="subnet 'small'.*does not stream"):
+        enc.forward_streaming(x)
+
+
 def test_parameter_counts_per_size():
     enc = make()
     full = enc.subnets["full"]
