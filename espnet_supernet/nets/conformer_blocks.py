@@ -144,7 +144,10 @@ def gated_block_forward(
             scale = scale * gate if gate.dim() == 0 else scale
         elif gate != 1:
             scale = scale * gate
-        x = x + scale * layer.dropout(h)
+        if isinstance(scale, torch.Tensor):  # a soft gate (selection step 1)
+            x = x + scale * layer.dropout(h)
+        else:  # x + scale * h in one pass
+            x = torch.add(x, layer.dropout(h), alpha=scale)
         if not normalize_before:
             x = norm(x)
     return layer.norm_final(x)

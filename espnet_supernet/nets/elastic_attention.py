@@ -89,9 +89,11 @@ def elastic_self_attention(
         if sliced is not None:
             heads = sliced.units.to(x.device)
             bias_u, bias_v = bias_u.index_select(0, heads), bias_v.index_select(0, heads)
-        matrix_bd = torch.matmul((q + bias_v).transpose(1, 2), p.transpose(-2, -1))
+        # the position scores pre-scaled by 1/sqrt(d_k) (one pass less over T x T)
+        matrix_bd = torch.matmul((q + bias_v).transpose(1, 2) * (1.0 / math.sqrt(d_k)),
+                                 p.transpose(-2, -1))
         context = attend(att, (q + bias_u).transpose(1, 2), k, v, mask,
-                         position_scores=att.rel_shift(matrix_bd))
+                         position_scores=relative_shift(att, matrix_bd))
     else:
         context = attend(att, q.transpose(1, 2), k, v, mask)
     if head_weights is not None:
@@ -103,6 +105,24 @@ def elastic_self_attention(
     return F.linear(context, weight, att.linear_out.bias)
 
 
+def relative_shift(att: RelPositionMultiHeadedAttention, scores: torch.Tensor
+                   ) -> torch.Tensor:
+    """ESPnet's ``rel_shift`` (``rel_pos_type: latest``): (B, h, T, 2T - 1) scores by
+    relative position -> (B, h, T, T) by key position, ``out[..., i, j] =
+    scores[..., i, T - 1 - i + j]``.
+
+    Without gradients this is a strided view (no copy); with them, ESPnet's own
+    pad-and-reshape (whose backward is a plain copy).
+    """
+    T = scores.size(2)
+    if torch.is_grad_enabled() and scores.requires_grad or att.zero_triu \
+            or not scores.is_contiguous() or scores.size(3) != 2 * T - 1:
+        return att.rel_shift(scores)
+    b, h = scores.shape[:2]
+    return scores.as_strided((b, h, T, T), (scores.stride(0), scores.stride(1), 2 * T - 2, 1),
+                             scores.storage_offset() + T - 1)
+
+
 def attend(
     att: MultiHeadedAttention,
     q: torch.Tensor,
@@ -111,13 +131,14 @@ def attend(
     mask: torch.Tensor,
     position_scores: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """softmax((q k^T + position_scores) / sqrt(d_k)) v over the non-padded keys.
+    """softmax(q k^T / sqrt(d_k) + position_scores) v over the non-padded keys.
 
     Args:
         att: the attention module (its dropout).
         q, k, v: (B, h', T, d_k).
         mask: (B, 1, T) non-padding mask of the keys.
-        position_scores: (B, h', T, T) relative-position term, or None.
+        position_scores: (B, h', T, T) relative-position term, already divided by
+            sqrt(d_k), or None.
 
     Returns:
         context (B, h', T, d_k).
@@ -126,10 +147,9 @@ def attend(
     ESPnet's separate matmul / mask / softmax / matmul, same result to ~1e-7.
     """
     pad = mask.unsqueeze(1).eq(0)  # (B, 1, 1, T)
-    scale = 1.0 / math.sqrt(q.size(-1))
     if position_scores is None:
         bias = ~pad
     else:
-        bias = (position_scores * scale).masked_fill(pad, float("-inf"))
+        bias = position_scores.masked_fill(pad, float("-inf"))
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=bias, dropout_p=att.dropout.p if att.training else 0.0)

@@ -106,3 +106,21 @@ def test_adaptive_ffn_dropout_scales_with_kept_chunks(monkeypatch):
     elastic_feed_forward(ff, torch.ones(1, 3, 16), quarter, adaptive_dropout=False)
     elastic_feed_forward(ff, torch.ones(1, 3, 16), torch.tensor([1.0, 1.0, 0.0, 0.0]))
     assert seen == [pytest.approx(0.1), pytest.approx(0.4), pytest.approx(0.2)]
+
+
+def test_relative_shift_view_equals_espnet_rel_shift():
+    from espnet.nets.pytorch_backend.transformer.attention import (
+        RelPositionMultiHeadedAttention,
+    )
+
+    from espnet_supernet.nets.elastic_attention import relative_shift
+
+    att = RelPositionMultiHeadedAttention(4, 32, 0.0)
+    for T in (1, 2, 5, 37):
+        x = torch.randn(3, 4, T, 2 * T - 1)
+        with torch.no_grad():
+            view = relative_shift(att, x)
+        assert view.data_ptr() == x[..., T - 1:].data_ptr()  # no copy
+        assert torch.equal(view, att.rel_shift(x))
+        x.requires_grad_(True)
+        assert torch.equal(relative_shift(att, x), att.rel_shift(x))
