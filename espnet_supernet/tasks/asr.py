@@ -22,6 +22,7 @@ from espnet2.asr.espnet_model import ESPnetASRModel  # noqa: E402
 from espnet2.tasks.abs_task import optim_classes, scheduler_classes  # noqa: E402
 from espnet2.train.class_choices import ClassChoices  # noqa: E402
 
+from espnet_supernet.nets.diagonal_ssm import DiagonalSSM  # noqa: E402
 from espnet_supernet.nets.mhssm_encoder import MHSSMEncoder  # noqa: E402
 from espnet_supernet.nets.pruned_conformer_encoder import (  # noqa: E402
     PrunedConformerEncoder,
@@ -75,6 +76,15 @@ selection_choices = ClassChoices(
     type_check=AbsSelection,
     default="static",
 )
+
+
+def _base_lr(args: argparse.Namespace) -> float:
+    """The configured learning rate (``optim_conf.lr``, else the optimizer's default)."""
+    import inspect
+
+    if "lr" in (args.optim_conf or {}):
+        return float(args.optim_conf["lr"])
+    return float(inspect.signature(optim_classes[args.optim]).parameters["lr"].default)
 
 
 class SupernetASRTask(espnet_asr.ASRTask):
@@ -133,23 +143,46 @@ class SupernetASRTask(espnet_asr.ASRTask):
         return encoder_conf
 
     @classmethod
+    def add_task_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """ESPnet's ASR arguments plus the supernet's optimizer options."""
+        super().add_task_arguments(parser)
+        group = parser.add_argument_group("Supernet task related")
+        group.add_argument(
+            "--ssm_lr_scale", type=float, default=1.0,
+            help="learning-rate factor, without weight decay, for the state-space dynamics "
+                 "(log step size, log -Re A, Im A) of MH-SSM encoders, which S4-style layers "
+                 "usually train slower than the rest (e.g. 0.1); 1.0: no special group")
+
+    @classmethod
     def build_optimizers(
         cls, args: argparse.Namespace, model: torch.nn.Module
     ) -> List[torch.optim.Optimizer]:
-        """One optimizer; learned module scores get their own lr / weight-decay group."""
+        """One optimizer; learned module scores and SSM dynamics get their own lr /
+        weight-decay groups."""
+        groups = []
         selection = getattr(model, "selection", None)
         scores = [] if selection is None else list(selection.parameters())
-        if not scores:
+        if scores:
+            group = {"params": scores, "weight_decay": selection.score_weight_decay}
+            if selection.score_lr is not None:
+                group["lr"] = selection.score_lr
+            groups.append(group)
+        ssm_scale = getattr(args, "ssm_lr_scale", 1.0)
+        dynamics = [p for m in model.modules() if isinstance(m, DiagonalSSM)
+                    for p in (m.log_dt, m.log_a_real, m.a_imag)]
+        if dynamics and ssm_scale != 1.0:
+            groups.append({"params": dynamics, "weight_decay": 0.0,
+                           "lr": _base_lr(args) * ssm_scale})
+        if not groups:
             return super().build_optimizers(args, model)
         if args.sharded_ddp or args.exclude_weight_decay:
-            raise ValueError("learned selection supports neither sharded_ddp nor "
-                             "exclude_weight_decay")
+            raise ValueError("learned selection and ssm_lr_scale support neither "
+                             "sharded_ddp nor exclude_weight_decay")
         optim_class = optim_classes.get(args.optim)
         if optim_class is None:
             raise ValueError(f"must be one of {list(optim_classes)}: {args.optim}")
-        score_ids = {id(p) for p in scores}
-        group = {"params": scores, "weight_decay": selection.score_weight_decay}
-        if selection.score_lr is not None:
-            group["lr"] = selection.score_lr
-        rest = [p for p in model.parameters() if id(p) not in score_ids]
-        return [optim_class([{"params": rest}, group], **args.optim_conf)]
+        special = {id(p) for g in groups for p in g["params"]}
+        rest = [p for p in model.parameters() if id(p) not in special]
+        if optim_class is ScaledAdam:  # ScaledAdam has no weight decay
+            groups = [{k: v for k, v in g.items() if k != "weight_decay"} for g in groups]
+        return [optim_class([{"params": rest}, *groups], **args.optim_conf)]

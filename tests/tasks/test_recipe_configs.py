@@ -95,4 +95,15 @@ def test_todm_config_builds_a_transducer_supernet(config, tmp_path):
     assert model.subnet_names[-1] == "full" and len(model.subnet_names) >= 2
     (optimizer,) = SupernetASRTask.build_optimizers(args, model)
     assert isinstance(optimizer, ScaledAdam)
+    groups = optimizer.param_groups
+    n_model = sum(p.numel() for p in model.parameters())
+    assert sum(p.numel() for g in groups for p in g["params"]) == n_model
+    if args.ssm_lr_scale != 1.0:  # the SSM dynamics train slower
+        ssm = model.encoder.encoders[0].self_attn.mhssm.ssm
+        assert len(groups) == 2 and groups[1]["lr"] == pytest.approx(
+            args.optim_conf["lr"] * args.ssm_lr_scale)
+        assert {id(p) for p in groups[1]["params"]} >= {id(ssm.log_dt), id(ssm.a_imag)}
+        assert id(ssm.c) not in {id(p) for p in groups[1]["params"]}
+    else:
+        assert len(groups) == 1
 
