@@ -11,6 +11,7 @@ from typing import NamedTuple, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from espnet.nets.pytorch_backend.conformer.convolution import ConvolutionModule
+from espnet.nets.pytorch_backend.conformer.swish import Swish
 from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 from espnet.nets.pytorch_backend.transformer.subsampling import (
     TooShortUttError,
@@ -20,6 +21,7 @@ from espnet.nets.pytorch_backend.transformer.subsampling import (
 from espnet_supernet.nets.chunked_subsampling import can_chunk, chunked_subsampling
 from espnet_supernet.nets.elastic_attention import elastic_self_attention
 from espnet_supernet.nets.elastic_feed_forward import elastic_feed_forward
+from espnet_supernet.nets.switchable_batch_norm import SwitchableBatchNorm1d
 from espnet_supernet.nets.unit_gates import Gate, UnitSlice, is_skipped
 
 
@@ -75,20 +77,47 @@ def convolution_forward(conv: ConvolutionModule, x: torch.Tensor) -> torch.Tenso
     convolutions as ``F.linear`` on (B, T, C), and the depthwise convolution as a
     channels-last ``conv2d`` over (B, C, 1, T), which oneDNN runs about 5x faster than
     ``conv1d`` on (B, C, T) (0.11 vs 0.53 ms for 4 x 150 frames x 144 channels, kernel 15,
-    2 threads). Without these the module costs far more than its FLOPs.
+    2 threads). Without these the module costs far more than its FLOPs. In eval mode the
+    BatchNorm is folded into the depthwise convolution's weights and ESPnet's Swish
+    (``x * sigmoid(x)``) runs as the fused ``F.silu``: two passes less over (B, C, T).
     """
     h = F.linear(x, conv.pointwise_conv1.weight.squeeze(-1), conv.pointwise_conv1.bias)
     h = F.glu(h, dim=-1).transpose(1, 2)  # (B, C, T), channels last in memory
-    dw = conv.depthwise_conv
+    dw, norm = conv.depthwise_conv, conv.norm
     if type(dw) is torch.nn.Conv1d:
+        weight, bias = dw.weight, dw.bias
+        stats = _inference_statistics(norm)
+        if stats is not None:  # eval: the BatchNorm folded into the depthwise weights
+            scale = norm.weight * torch.rsqrt(stats[1] + norm.eps)
+            weight = weight * scale[:, None, None]
+            bias = (0.0 if bias is None else bias) - stats[0]
+            bias = bias * scale + norm.bias
+            norm = torch.nn.Identity()
         h = F.conv2d(h.unsqueeze(2).contiguous(memory_format=torch.channels_last),
-                     dw.weight.unsqueeze(2), dw.bias, padding=(0, dw.padding[0]),
+                     weight.unsqueeze(2), bias, padding=(0, dw.padding[0]),
                      groups=dw.groups).squeeze(2)
     else:  # a wrapped convolution (e.g. the ONNX export's padding mask): as a module
         h = dw(h)
-    h = conv.activation(conv.norm(h))  # (B, C, T)
+    h = norm(h)
+    h = F.silu(h) if type(conv.activation) is Swish else conv.activation(h)  # (B, C, T)
     return F.linear(h.transpose(1, 2), conv.pointwise_conv2.weight.squeeze(-1),
                     conv.pointwise_conv2.bias)
+
+
+def _inference_statistics(norm: torch.nn.Module
+                          ) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """(mean, var) an affine BatchNorm in eval mode normalises with (the active size's
+    slot for a switchable one), or None where it would use batch statistics."""
+    if norm.training or not isinstance(norm, torch.nn.BatchNorm1d) or not norm.affine:
+        return None
+    if isinstance(norm, SwitchableBatchNorm1d):
+        if norm.calibrating:
+            return None
+        if norm.active_slot is not None:
+            return norm.slot_statistics(norm.active_slot)
+    if norm.running_mean is None:
+        return None
+    return norm.running_mean, norm.running_var
 
 
 def gated_block_forward(

@@ -66,6 +66,11 @@ class SwitchableBatchNorm1d(torch.nn.BatchNorm1d):
             return self.running_mean, self.running_var
         return self.slot_running_mean[slot], self.slot_running_var[slot]
 
+    @property
+    def calibrating(self) -> bool:
+        """Whether forwards collect batch statistics (see ``start_calibration``)."""
+        return self._calibration is not None
+
     def start_calibration(self) -> None:
         """Collect batch statistics of the following forwards (see ``finish_calibration``).
 

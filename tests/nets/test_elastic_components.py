@@ -124,3 +124,36 @@ def test_relative_shift_view_equals_espnet_rel_shift():
         assert torch.equal(view, att.rel_shift(x))
         x.requires_grad_(True)
         assert torch.equal(relative_shift(att, x), att.rel_shift(x))
+
+
+def test_conv_module_with_folded_batch_norm_equals_espnet():
+    from espnet.nets.pytorch_backend.conformer.convolution import ConvolutionModule
+    from espnet.nets.pytorch_backend.conformer.swish import Swish
+
+    from espnet_supernet.nets.conformer_blocks import convolution_forward
+    from espnet_supernet.nets.switchable_batch_norm import SwitchableBatchNorm1d
+
+    torch.manual_seed(0)
+    conv = ConvolutionModule(16, 5, Swish())
+    with torch.no_grad():
+        conv.norm.running_mean.normal_()
+        conv.norm.running_var.uniform_(0.5, 2.0)
+        conv.norm.weight.normal_()
+        conv.norm.bias.normal_()
+    x = torch.randn(2, 30, 16)
+    for mode in ("eval", "train"):
+        conv.train(mode == "train")
+        torch.manual_seed(1)
+        ref = conv(x)
+        torch.manual_seed(1)
+        torch.testing.assert_close(convolution_forward(conv, x), ref, atol=1e-5, rtol=1e-5)
+    conv.eval()
+    switchable = SwitchableBatchNorm1d.from_batch_norm(conv.norm, 2)
+    with torch.no_grad():
+        switchable.slot_running_mean[1].normal_()
+    conv.norm = switchable.eval()
+    switchable.active_slot = 1  # a size's own statistics
+    expected = conv(x)
+    torch.testing.assert_close(convolution_forward(conv, x), expected, atol=1e-5, rtol=1e-5)
+    switchable.active_slot = None  # the shared statistics differ from slot 1's
+    assert not torch.allclose(convolution_forward(conv, x), expected, atol=1e-3)

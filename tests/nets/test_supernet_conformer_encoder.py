@@ -107,10 +107,10 @@ def test_set_subnet_validates_and_unknown_name_lists_valid():
 def _count_calls(enc):
     calls = {}
     for i, layer in enumerate(enc.encoders):
-        # the conv module runs through its weights and its BatchNorm (see convolution_forward),
-        # the attention through its weights (see elastic_attention): hook their norms
+        # the conv module and the attention run through their weights (see
+        # convolution_forward, elastic_attention): hook their pre-norms
         for j, mod in enumerate([layer.feed_forward_macaron, layer.norm_mha,
-                                 layer.conv_module.norm, layer.feed_forward]):
+                                 layer.norm_conv, layer.feed_forward]):
             mod.register_forward_hook(
                 lambda *a, key=4 * i + j: calls.__setitem__(key, calls.get(key, 0) + 1))
     return calls
