@@ -38,6 +38,7 @@ from espnet_supernet.selection.iterative_zero_out import (  # noqa: E402
 from espnet_supernet.selection.ortho_softmax import OrthoSoftmaxSelection  # noqa: E402
 from espnet_supernet.selection.simple_topk import SimpleTopKSelection  # noqa: E402
 from espnet_supernet.selection.static import StaticSelection  # noqa: E402
+from espnet_supernet.sparsity.omni_sparsity import OmniSparsity  # noqa: E402
 from espnet_supernet.train.eden import Eden  # noqa: E402
 from espnet_supernet.train.scaled_adam import ScaledAdam  # noqa: E402
 from espnet_supernet.train.supernet_asr_model import SupernetASRModel  # noqa: E402
@@ -78,6 +79,15 @@ selection_choices = ClassChoices(
 )
 
 
+sparsity_choices = ClassChoices(
+    name="sparsity",
+    classes=dict(omni=OmniSparsity),
+    type_check=OmniSparsity,
+    default=None,
+    optional=True,
+)
+
+
 def _base_lr(args: argparse.Namespace) -> float:
     """The configured learning rate (``optim_conf.lr``, else the optimizer's default)."""
     import inspect
@@ -88,14 +98,17 @@ def _base_lr(args: argparse.Namespace) -> float:
 
 
 class SupernetASRTask(espnet_asr.ASRTask):
-    """ESPnet's ASR task with the supernet classes and ``--selection`` choices."""
+    """ESPnet's ASR task with the supernet classes and the ``--selection`` and
+    ``--sparsity`` choices."""
 
-    class_choices_list = espnet_asr.ASRTask.class_choices_list + [selection_choices]
+    class_choices_list = espnet_asr.ASRTask.class_choices_list + [selection_choices,
+                                                                  sparsity_choices]
     trainer = SupernetTrainer
 
     @classmethod
     def build_model(cls, args: argparse.Namespace) -> ESPnetASRModel:
-        """ESPnet's model, plus the selection method for a ``supernet`` model.
+        """ESPnet's model, plus the selection method for a ``supernet`` model and the
+        sparsity levels (``sparsity: omni``) for either supernet model.
 
         A method that defines the named subnets itself (OrthoSoftmax's budgets) gets them
         into ``encoder_conf`` (``subnet_names``) before the encoder is built.
@@ -119,6 +132,13 @@ class SupernetASRTask(espnet_asr.ASRTask):
             model.set_selection(selection, output_dir=getattr(args, "output_dir", None))
         elif name != "static":
             raise ValueError(f"selection: {name} needs model: supernet")
+        sparsity = getattr(args, "sparsity", None)
+        if sparsity is not None:
+            if not hasattr(model, "set_sparsity"):
+                raise ValueError(f"sparsity: {sparsity} needs model: supernet or "
+                                 f"supernet_transducer, got {type(model).__name__}")
+            model.set_sparsity(sparsity_choices.get_class(sparsity)(
+                **(getattr(args, "sparsity_conf", None) or {})))
         return model
 
     @staticmethod

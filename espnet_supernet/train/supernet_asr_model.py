@@ -27,13 +27,14 @@ from espnet_supernet.nets.switchable_linear import SwitchableLinear
 from espnet_supernet.selection.abs_selection import AbsSelection
 from espnet_supernet.selection.report import write_selection_report
 from espnet_supernet.train.alpha_divergence import alpha_divergence
+from espnet_supernet.train.sparse_subnets import SparseSubnetsMixin
 
 Stats = Dict[str, Optional[torch.Tensor]]
 # (stat slot, subnet name or None for explicit gates, gates or None, loss weight)
 PlanEntry = Tuple[str, Optional[str], Optional[Sequence[Gate]], float]
 
 
-class SupernetASRModel(ESPnetASRModel):
+class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
     """CTC / attention ASR model over a supernet encoder.
 
     The encoder must provide ``subnet_names``, ``set_named_subnet``,
@@ -65,7 +66,9 @@ class SupernetASRModel(ESPnetASRModel):
             trains the whole supernet anyway, leave it at 0.
 
     The selection method (``AbsSelection``) is attached by the task (``set_selection``);
-    without one the configured masks are used from the start.
+    without one the configured masks are used from the start. With ``sparsity: omni``
+    the task attaches an ``OmniSparsity`` instead (``set_sparsity``) and the named
+    subnets are its sparsity levels (``train/sparse_subnets.py``).
 
     Stats: training reports ``loss``, ``loss_max``, ``loss_min``, ``loss_rand{i}`` (and
     ``loss_kd``) by slot, the same keys on every rank (in a selection's step 1:
@@ -122,6 +125,7 @@ class SupernetASRModel(ESPnetASRModel):
             raise ValueError(f"largest_warmup_steps must be >= 0, got {largest_warmup_steps}")
         self.largest_warmup_steps = largest_warmup_steps
         self.selection: Optional[AbsSelection] = None
+        self.sparsity = None
         self.selection_output_dir: Optional[str] = None
         if per_size_ctc:
             self.ctc.ctc_lo = SwitchableLinear(self.ctc.ctc_lo, len(self.subnet_names))
@@ -140,6 +144,10 @@ class SupernetASRModel(ESPnetASRModel):
             raise ValueError(
                 f"unknown subnet {name!r}; valid names: {', '.join(self.subnet_names)}"
             )
+        if self.sparsity is not None:
+            self._activate_level(name)
+            self.active_subnet = name
+            return
         self.encoder.set_named_subnet(name)
         if isinstance(getattr(self.ctc, "ctc_lo", None), SwitchableLinear):
             self.ctc.ctc_lo.active_slot = self.subnet_names.index(name)
@@ -155,8 +163,23 @@ class SupernetASRModel(ESPnetASRModel):
         self.selection = selection
         self.selection_output_dir = output_dir
 
+    def set_sparsity(self, sparsity) -> None:
+        """Omni-sparsity levels as the named subnets (see ``SparseSubnetsMixin``)."""
+        if self.selection is not None and self.selection.learned:
+            raise ValueError("sparsity and a learned selection cannot be combined; use "
+                             "selection: static")
+        if isinstance(getattr(self.ctc, "ctc_lo", None), SwitchableLinear):
+            raise ValueError("sparsity levels share one CTC head: set per_size_ctc: false")
+        if self.stochastic_depth_rate > 0:
+            raise ValueError("sparsity does not support stochastic_depth_rate")
+        self.selection = None
+        super().set_sparsity(sparsity)
+
     def start_epoch(self, epoch: int, max_epoch: int, steps_per_epoch: int) -> None:
-        """Called by the trainer before each training epoch: fixes step 1's length."""
+        """Called by the trainer before each training epoch: fixes step 1's length
+        (learned selection) or the sparsity warm-up's."""
+        if self.sparsity is not None:
+            self.sparsity.plan_steps(steps_per_epoch, max_epoch)
         if self.selection is not None and self.selection.learned:
             total = self.selection.plan_steps(steps_per_epoch, max_epoch)
             phase = "selection (step 1)" if int(self.sandwich_step) < total else "sandwich"
@@ -269,6 +292,8 @@ class SupernetASRModel(ESPnetASRModel):
         total, extra = 0.0, None
         if self.training:
             step = int(self.sandwich_step)
+            if self.sparsity is not None:
+                self.sparsity.before_step(step)
             plan, extra, stats = self.training_plan(step)
             self.sandwich_step += 1
         else:
@@ -282,7 +307,8 @@ class SupernetASRModel(ESPnetASRModel):
             self.set_subnet(name)
             if name is None:  # step 1: every module (or the given gates); largest's head
                 self.encoder.set_subnet(None)
-            enc_out, enc_lens = self.encoder.forward_subnet(front, gates)
+            with self.sparse_weights():
+                enc_out, enc_lens = self.encoder.forward_subnet(front, gates)
             if self.postencoder is not None:
                 enc_out, enc_lens = self.postencoder(enc_out, enc_lens)
             loss, sub_stats = self._subnet_loss(enc_out, enc_lens, text, text_lengths)

@@ -22,11 +22,12 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 
 from espnet_supernet.train.alpha_divergence import alpha_divergence
 from espnet_supernet.train.rnnt_loss import RNNTLoss
+from espnet_supernet.train.sparse_subnets import SparseSubnetsMixin
 
 Stats = Dict[str, Optional[torch.Tensor]]
 
 
-class SupernetTransducerModel(ESPnetASRModel):
+class SupernetTransducerModel(SparseSubnetsMixin, ESPnetASRModel):
     """RNN-T supernet with sandwich training, in-place alpha-divergence KD and adaptive
     dropout.
 
@@ -100,16 +101,37 @@ class SupernetTransducerModel(ESPnetASRModel):
             for n in self.subnet_names}
         self._base_dropout = {m: m.p for m in self.encoder.modules()
                               if isinstance(m, torch.nn.Dropout)}
+        self.sparsity = None
         self.active_subnet = self.train_only or self.subnet_names[-1]
         self.set_subnet(self.active_subnet)
 
     def set_subnet(self, name: Optional[str]) -> None:
         """Activate a named subnet (None: the largest), with its dropout rates."""
         name = self.subnet_names[-1] if name is None else str(name)
-        self.encoder.set_named_subnet(name)  # raises on unknown names, listing them
-        for module, p in self._base_dropout.items():
-            module.p = p * self.dropout_scale[name]
+        if self.sparsity is not None:  # every level on the largest size, its dropout
+            if name not in self.subnet_names:
+                raise ValueError(f"unknown subnet {name!r}; valid names: "
+                                 f"{', '.join(self.subnet_names)}")
+            self._activate_level(name)
+        else:
+            self.encoder.set_named_subnet(name)  # raises on unknown names, listing them
+            for module, p in self._base_dropout.items():
+                module.p = p * self.dropout_scale[name]
         self.active_subnet = name
+
+    def set_sparsity(self, sparsity) -> None:
+        """Omni-sparsity levels as the named subnets (see ``SparseSubnetsMixin``)."""
+        if self.train_only is not None:
+            raise ValueError("train_only selects a depth/width size; with sparsity give "
+                             "one level in sparsity_conf.levels instead")
+        for module, p in self._base_dropout.items():
+            module.p = p
+        super().set_sparsity(sparsity)
+
+    def start_epoch(self, epoch: int, max_epoch: int, steps_per_epoch: int) -> None:
+        """Called by the trainer before each epoch: the sparsity warm-up's length."""
+        if self.sparsity is not None:
+            self.sparsity.plan_steps(steps_per_epoch, max_epoch)
 
     def plan(self, step: int) -> List[Tuple[str, str, float]]:
         """(stat slot, subnet, weight) of this step: largest first (the teacher)."""
@@ -137,6 +159,8 @@ class SupernetTransducerModel(ESPnetASRModel):
             feats, lens = self.normalize(feats, lens)
         front = self.encoder.forward_frontend(feats, lens)
         if self.training:
+            if self.sparsity is not None:
+                self.sparsity.before_step(int(self.sandwich_step))
             plan = self.plan(int(self.sandwich_step))
             self.sandwich_step += 1
         else:
@@ -150,7 +174,8 @@ class SupernetTransducerModel(ESPnetASRModel):
         dec_proj = self.joint_network.lin_dec(self.decoder(decoder_in))  # (B, U + 1, J)
         for slot, name, weight in plan:
             self.set_subnet(name)
-            enc_out, enc_lens = self.encoder.forward_subnet(front)
+            with self.sparse_weights():
+                enc_out, enc_lens = self.encoder.forward_subnet(front)
             joint = self._joint(enc_out, dec_proj)
             loss = self.criterion_transducer(joint, target, enc_lens, u_len)
             stats[f"loss_{slot}"] = loss.detach()

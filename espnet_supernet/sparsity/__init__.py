@@ -1,0 +1,1 @@
+"""Omni-sparsity (Yang et al. 2022): one network, many weight-sparsity levels."""

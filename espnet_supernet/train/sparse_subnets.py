@@ -1,0 +1,49 @@
+"""Sparsity levels as a supernet model's named subnets (Omni-sparsity, Yang et al. 2022).
+
+Mixed into ``SupernetASRModel`` and ``SupernetTransducerModel``: once an
+:class:`~espnet_supernet.sparsity.omni_sparsity.OmniSparsity` is attached
+(``sparsity: omni`` in the training config), the model's named subnets are the sparsity
+levels, sparsest first (``sp85`` ... ``sp0``), all on the encoder's largest size. The
+sandwich rule then trains the dense level, the sparsest and random ones each step on the
+shared weights, validation reports every level, and ``asr_inference --subnet sp70``
+decodes a level (``encode`` applies its masks).
+"""
+
+import contextlib
+from typing import ContextManager, Tuple
+
+import torch
+
+from espnet_supernet.sparsity.omni_sparsity import OmniSparsity
+
+
+class SparseSubnetsMixin:
+    """Named subnets = sparsity levels when ``set_sparsity`` was called.
+
+    The host model sets ``self.sparsity = None`` in its constructor and calls
+    ``_activate_level`` from ``set_subnet`` and ``sparse_weights()`` around its encoder
+    forwards.
+    """
+
+    def set_sparsity(self, sparsity: OmniSparsity) -> None:
+        """Attach the masks; the named subnets become the levels (sparsest first)."""
+        self.sparsity = sparsity
+        sparsity.bind(self.encoder)
+        self.encoder_size = self.encoder.subnet_names[-1]
+        self.subnet_names = list(reversed(sparsity.level_names))
+        self.set_subnet(None)
+
+    def _activate_level(self, name: str) -> None:
+        """The encoder's largest size with level ``name``'s masks."""
+        self.encoder.set_named_subnet(self.encoder_size)
+        self.sparsity.activate(name)
+
+    def sparse_weights(self) -> ContextManager[None]:
+        """Context in which the encoder computes with the active level's weights."""
+        return contextlib.nullcontext() if self.sparsity is None else self.sparsity.applied()
+
+    def encode(self, speech: torch.Tensor, speech_lengths: torch.Tensor
+               ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """ESPnet's ``encode`` (used by decoding) under the active level's masks."""
+        with self.sparse_weights():
+            return super().encode(speech, speech_lengths)

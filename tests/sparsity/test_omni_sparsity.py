@@ -1,0 +1,129 @@
+"""``sparsity: omni``: levels as named subnets, masked forward, gradients, training plan."""
+
+import copy
+
+import pytest
+import torch
+
+from espnet_supernet.sparsity.omni_sparsity import OmniSparsity, level_name
+from tiny_models import make_model
+
+
+def batch():
+    torch.manual_seed(1)
+    return (torch.randn(2, 50, 20), torch.tensor([50, 40]),
+            torch.randint(1, 11, (2, 5)), torch.tensor([5, 4]))
+
+
+def sparse_model(levels=(0.0, 0.5, 0.9), **conf):
+    model = make_model(sizes=(4, 12))  # the levels use the largest size: all modules
+    model.set_sparsity(OmniSparsity(levels=levels, warmup_steps=0, **conf))
+    return model
+
+
+def test_levels_are_the_named_subnets():
+    model = sparse_model()
+    assert model.subnet_names == ["sp90", "sp50", "sp0"]
+    assert level_name(0.875) == "sp87.5"
+    # every FFN W1/W2, attention q/k/v/out/pos and pointwise conv of the 3 blocks
+    assert len(model.sparsity.targets) == 3 * (4 + 5 + 2)
+    with pytest.raises(ValueError, match="valid names: sp90, sp50, sp0"):
+        model.set_subnet("sp60")
+    model.set_subnet("sp50")
+    assert model.encoder.active_mask == model.encoder.subnet_mask(model.encoder_size)
+
+
+def test_masked_forward_equals_zeroed_weights_and_leaves_state_alone():
+    model = sparse_model().eval()
+    speech, lens, _, _ = batch()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.set_subnet("sp90")
+    with torch.no_grad():
+        out, _ = model.encode(speech, lens)
+    baked = copy.deepcopy(model)
+    baked.sparsity.bake()
+    baked.sparsity = None
+    baked.subnet_names = model.encoder.subnet_names
+    baked.set_subnet(None)
+    with torch.no_grad():
+        ref, _ = baked.encode(speech, lens)
+        dense, _, _ = model.encoder(speech, lens)  # outside encode: no masks
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert (out - dense).abs().max() > 1e-2
+    after = model.state_dict()
+    assert list(after) == list(before)
+    assert all(torch.equal(before[k], after[k]) for k in after if not k.startswith("sparsity."))
+    w = baked.encoder.encoders[0].feed_forward.w_1.weight
+    assert int((w == 0).sum()) == round(0.9 * w.numel())
+    assert model.sparsity.nonzero_params([2] * 33) < 0.11 * model.sparsity.prunable_params
+
+
+def test_gradients_only_where_the_mask_keeps_weights():
+    model = sparse_model(levels=[0.6])  # one level: every step trains it alone
+    model.train()
+    loss, stats, _ = model(*batch())
+    assert set(stats) >= {"loss_max", "loss"} and torch.isfinite(loss)
+    loss.backward()
+    for i, target in enumerate(model.sparsity.targets):
+        module, attr, _ = target.members[0]
+        grad = module._parameters[attr].grad
+        pruned = model.sparsity.keep(i) == 0
+        assert int(pruned.sum()) == round(0.6 * grad.numel())
+        assert bool((grad[pruned] == 0).all()), target.name
+        assert grad[~pruned].abs().sum() > 0, target.name
+
+
+def test_sandwich_trains_dense_sparsest_and_random_and_validates_every_level():
+    model = sparse_model(levels=(0.0, 0.3, 0.5, 0.9))
+    model.train()
+    plan = model.sandwich_plan(0)
+    assert plan[0][:2] == ("max", "sp0") and plan[1][:2] == ("min", "sp90")
+    assert plan[2][1] in ("sp30", "sp50")
+    loss, stats, _ = model(*batch())
+    loss.backward()
+    w = model.encoder.encoders[1].feed_forward.w_2.weight
+    assert bool((w.grad != 0).all())  # the dense pass reaches every weight
+    model.eval()
+    with torch.no_grad():
+        _, stats, _ = model(*batch())
+    assert {f"cer_ctc_{n}" for n in model.subnet_names} <= set(stats)
+
+
+def test_masks_refresh_on_schedule_with_warmup():
+    model = sparse_model(levels=(0.0, 0.8))
+    sparsity = model.sparsity
+    sparsity.warmup_total.fill_(100)
+    sparsity.update_interval = 10
+    w = model.encoder.encoders[0].feed_forward.w_1.weight
+    index = [t.name for t in sparsity.targets].index("encoders.0.feed_forward.w_1.weight")
+    sparsity.before_step(0)
+    assert int((sparsity.keep(index) <= 1).sum()) == 0  # step 0 of the warm-up: dense
+    sparsity.before_step(5)
+    assert int(sparsity.refreshed_at) == 0  # not due yet
+    sparsity.before_step(50)
+    assert int((sparsity.keep(index) <= 1).sum()) == round(0.7 * w.numel())
+    sparsity.before_step(100)
+    assert int((sparsity.keep(index) <= 1).sum()) == round(0.8 * w.numel())
+
+
+def test_structured_ffn_rows():
+    model = sparse_model(levels=(0.0, 0.5), layer_types=["ffn"], structure="ffn_rows")
+    sparsity = model.sparsity
+    assert len(sparsity.targets) == 6 and all(t.units == 24 for t in sparsity.targets)
+    model.set_subnet("sp50")
+    ffn = model.encoder.encoders[2].feed_forward_macaron
+    with sparsity.applied():
+        w1, b1, w2 = ffn.w_1.weight, ffn.w_1.bias, ffn.w_2.weight
+    rows = w1.abs().sum(1) == 0
+    assert int(rows.sum()) == 12 and bool((b1[rows] == 0).all())
+    assert torch.equal(w2.abs().sum(0) == 0, rows)  # the same hidden units
+    with pytest.raises(ValueError, match="layer_types: \\[ffn\\]"):
+        OmniSparsity(structure="ffn_rows")
+
+
+def test_bad_config_rejected():
+    with pytest.raises(ValueError, match="unknown layer types"):
+        OmniSparsity(layer_types=["lstm"])
+    model = make_model(sizes=(4, 8), per_size_ctc=True)
+    with pytest.raises(ValueError, match="per_size_ctc"):
+        model.set_sparsity(OmniSparsity())
