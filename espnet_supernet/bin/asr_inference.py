@@ -28,26 +28,32 @@ from espnet.utils.cli_utils import get_commandline_args  # noqa: E402
 from espnet2.utils.types import str2bool  # noqa: E402
 
 from espnet_supernet.decode.ctc_greedy_search import CTCGreedySearch  # noqa: E402
+from espnet_supernet.export.sparse_storage import read_sparse_file  # noqa: E402
 
 
 @contextlib.contextmanager
 def subnet_model_loading(subnet: Optional[str]) -> Iterator[None]:
     """Within the block, ASR models built from files have ``subnet`` active (None: no
-    change, so exported models and plain ESPnet models load too).
+    change, so exported models and plain ESPnet models load too), and sparse model files
+    (``export/sparse_storage.py``, written by the export of a sparsity level) load too.
 
     ``Speech2Text`` builds its model and its CTC scorer in one constructor, so the
     subnet (and its own CTC head and BatchNorm statistics) must be active as soon as the
     model is loaded; this wraps ``ASRTask.build_model_from_file`` for that time.
     """
-    if subnet is None:  # any model, a supernet decodes with its largest size
-        yield
-        return
     task, name = espnet_asr.ASRTask, "build_model_from_file"
     own = task.__dict__.get(name)  # None when inherited from AbsTask
     build = getattr(task, name).__func__
 
-    def build_and_select(cls, *args, **kwargs):
-        model, train_args = build(cls, *args, **kwargs)
+    def build_and_select(cls, config_file=None, model_file=None, device="cpu", **kwargs):
+        sparse = None if model_file is None else read_sparse_file(model_file)
+        model, train_args = build(cls, config_file, None if sparse else model_file, device,
+                                  **kwargs)
+        if sparse is not None:  # ESPnet's own loading is strict=False: be strict here
+            model.load_state_dict(sparse, strict=True)
+            model.to(device)
+        if subnet is None:  # any model, a supernet decodes with its largest size
+            return model, train_args
         if not hasattr(model, "set_subnet"):
             raise ValueError(
                 f"--subnet {subnet} given, but the model is a {type(model).__name__}, "

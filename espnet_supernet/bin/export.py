@@ -19,10 +19,16 @@ Writes into ``--outdir``:
     export.json              what was exported: kept blocks and module sizes, parameter
                              count, file sizes, max |exported - masked supernet| encoder
                              output difference, ONNX parity
+A sparsity level of an Omni-sparsity model (``--subnet sp70``) is exported as config.yaml,
+model.pth and export.json only: compressed weights (bitmask + nonzero values, see
+``export/sparse_storage.py``) for unstructured sparsity, a physically smaller dense
+``pruned_conformer`` for ``structure: ffn_rows``; both decode with
+``espnet_supernet.bin.asr_inference`` (no ``--subnet``).
 The export carries the subnet's own BatchNorm statistics and (``per_size_ctc``) CTC head.
 """
 
 import argparse
+import io
 import json
 import logging
 import shutil
@@ -34,6 +40,8 @@ import yaml
 
 from espnet_supernet.bin.cli import run_cli
 from espnet_supernet.export.quantize import quantize_int8
+from espnet_supernet.export.sparse_export import export_sparsity_level
+from espnet_supernet.export.sparse_storage import compress_state_dict, read_sparse_file
 from espnet_supernet.export.subnet_export import SubnetExport, export_subnet
 from espnet_supernet.tasks.asr import SupernetASRTask
 from espnet2.utils.types import str2bool
@@ -45,9 +53,12 @@ def load_supernet(config: Path, model_file: Optional[Path]) -> "tuple[torch.nn.M
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{path} does not exist")
     train_config = yaml.safe_load(Path(config).read_text())
-    if train_config.get("model") != "supernet":
+    sparse = train_config.get("sparsity") is not None
+    if train_config.get("model") != "supernet" and not (
+            sparse and train_config.get("model") == "supernet_transducer"):
         raise ValueError(f"{config} trains a '{train_config.get('model')}' model: export "
-                         "supports the Conformer CTC supernet (model: supernet)")
+                         "supports the Conformer CTC supernet (model: supernet) and "
+                         "sparsity levels of either supernet model")
     try:
         model, _ = SupernetASRTask.build_model_from_file(config, model_file, "cpu")
     except RuntimeError as error:  # state-dict mismatch
@@ -61,8 +72,9 @@ def build_from_config(config: dict) -> torch.nn.Module:
     return SupernetASRTask.build_model(argparse.Namespace(**config))
 
 
-def write_export(export: SubnetExport, outdir: Path) -> dict:
-    """Write config.yaml (with its files copied next to it) and model.pth."""
+def write_export(export: SubnetExport, outdir: Path, compress: bool = False) -> dict:
+    """Write config.yaml (with its files copied next to it) and model.pth (``compress``:
+    in the sparse format of ``export/sparse_storage.py``)."""
     outdir.mkdir(parents=True, exist_ok=True)
     config = export.config
     stats = (config.get("normalize_conf") or {}).get("stats_file")
@@ -72,7 +84,8 @@ def write_export(export: SubnetExport, outdir: Path) -> dict:
         config["bpemodel"] = str(_copy(config["bpemodel"], outdir / "bpe.model"))
     (outdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False,
                                                        allow_unicode=True))
-    torch.save(export.state_dict, outdir / "model.pth")
+    torch.save(compress_state_dict(export.state_dict) if compress else export.state_dict,
+               outdir / "model.pth")
     return {"config": str(outdir / "config.yaml"), "model": str(outdir / "model.pth")}
 
 
@@ -161,9 +174,59 @@ def export_model(supernet: torch.nn.Module, train_config: dict, outdir: Path, na
     return record
 
 
+def export_sparse_model(supernet: torch.nn.Module, train_config: dict, outdir: Path,
+                        name: str, source: Optional[dict] = None) -> dict:
+    """Export sparsity level ``name`` (Omni-sparsity) into ``outdir``: compressed weights
+    (unstructured) or a physically smaller dense model (``structure: ffn_rows``); returns
+    the record written to ``outdir/export.json``."""
+    result = export_sparsity_level(supernet, train_config, name, build_from_config)
+    structured = result.encoder == "pruned_conformer"
+    files = write_export(result, outdir, compress=not structured)
+    exported = build_from_config(result.config)
+    stored = read_sparse_file(outdir / "model.pth")
+    exported.load_state_dict(stored if stored is not None else
+                             torch.load(outdir / "model.pth"), strict=True)
+    previous = supernet.active_subnet
+    supernet.set_subnet(name)
+    diff = max_encoder_difference(supernet, exported)
+    supernet.set_subnet(previous)
+    if diff > 1e-4:
+        raise RuntimeError(f"exported model differs from the masked supernet by {diff:.2e}")
+    floats = [v for v in result.state_dict.values() if v.is_floating_point()]
+    numel = sum(v.numel() for v in floats)
+    nonzero = sum(int((v != 0).sum()) for v in floats)
+    buffer = io.BytesIO()
+    torch.save(result.state_dict, buffer)
+    dense_bytes = buffer.getbuffer().nbytes
+    model_bytes = (outdir / "model.pth").stat().st_size
+    sparsity = supernet.sparsity
+    index = sparsity.level_index(name)
+    pruned = 0 if structured else sparsity.prunable_params - sparsity.nonzero_params(
+        [index] * len(sparsity.targets))
+    record = {
+        "subnet": name, "encoder": result.encoder, "structure": supernet.sparsity.structure,
+        "sparsity": sparsity.levels[index], "blocks": result.blocks,
+        "params": result.num_params, "params_kept": result.num_params - pruned,
+        "stored_density": nonzero / numel, "model_bytes": model_bytes,
+        "dense_model_bytes": dense_bytes, "bytes_vs_dense": model_bytes / dense_bytes,
+        # the compressed file's expected size: the nonzero values plus a 1-bit mask
+        "expected_bytes": nonzero / numel * dense_bytes + (0 if structured else numel / 8),
+        "max_encoder_difference": diff, "source": source or {}, **files}
+    (outdir / "export.json").write_text(json.dumps(record, indent=2) + "\n")
+    logging.info("exported sparsity level %s (%s, %d of %d parameters kept): %.2f MB vs "
+                 "%.2f MB dense; max |diff| %.1e", name, record["structure"],
+                 record["params_kept"], record["params"],
+                 model_bytes / 1e6, dense_bytes / 1e6, diff)
+    return record
+
+
 def export(args: argparse.Namespace) -> dict:
     """Export ``args.subnet`` of the supernet given on the command line."""
     supernet, train_config = load_supernet(args.asr_train_config, args.asr_model_file)
+    if getattr(supernet, "sparsity", None) is not None:
+        return export_sparse_model(
+            supernet, train_config, args.outdir, args.subnet,
+            source={"config": str(args.asr_train_config), "model": str(args.asr_model_file)})
     return export_model(
         supernet, train_config, args.outdir, args.subnet, pack_zip=args.pack, onnx=args.onnx,
         quantize=args.quantize,

@@ -37,9 +37,7 @@ def measured_encoder_flops(model: torch.nn.Module, name: str, seconds: float) ->
     previous = model.active_subnet
     model.set_subnet(name)
     frames = int(100 * seconds)
-    dim = model.frontend.output_size() if model.frontend is not None else \
-        _input_size(encoder)
-    feats = torch.zeros(1, frames, dim)
+    feats = torch.zeros(1, frames, _feat_dim(model))
     counter = flop_counter()
     with counter:
         encoder(feats, torch.tensor([frames]))
@@ -62,6 +60,8 @@ def subnet_report(model: torch.nn.Module, seconds: float = 10.0) -> Dict[str, di
     encoder_gflops_per_sec}}``, FLOPs counted by ``FlopCounterMode``; a model trained
     with ``train_only`` reports that size only."""
     encoder = model.encoder
+    if getattr(model, "sparsity", None) is not None:
+        return sparse_report(model, seconds)
     if hasattr(encoder, "subnet_params"):
         rest = _numel(model) - _numel(encoder)
         return {name: {**spec, "encoder_params": encoder.subnet_params(spec),
@@ -94,6 +94,39 @@ def subnet_report(model: torch.nn.Module, seconds: float = 10.0) -> Dict[str, di
     return report
 
 
+def sparse_report(model: torch.nn.Module, seconds: float = 10.0) -> Dict[str, dict]:
+    """``{level name: {sparsity, density, encoder_params, total_params,
+    encoder_gflops_per_sec}}`` of an Omni-sparsity model: parameters are the nonzero
+    ones; FLOPs are the dense encoder's (``FlopCounterMode``), minus, for structured
+    sparsity, the pruned FFN units' (4 x d_model per unit and frame: a W1 row and a W2
+    column of multiply-adds)."""
+    sparsity, encoder = model.sparsity, model.encoder
+    dense_flops = measured_encoder_flops(model, model.subnet_names[-1], seconds)
+    frames = encoder(torch.zeros(1, 100, _feat_dim(model)), torch.tensor([100]))[1]
+    frames_per_second = float(frames[0])  # 100 feature frames = 1 s
+    rest = _numel(model) - sparsity.prunable_params - _numel(sparsity)
+    report = {}
+    for name in model.subnet_names:
+        index = sparsity.level_index(name)
+        kept = sparsity.nonzero_params([index] * len(sparsity.targets))
+        flops = dense_flops
+        if sparsity.structure == "ffn_rows":
+            pruned_units = sum(int((sparsity.keep(i) <= index).sum())
+                               for i in range(len(sparsity.targets)))
+            flops -= 4 * encoder.output_size() * pruned_units * frames_per_second
+        report[name] = {
+            "sparsity": sparsity.levels[index], "structure": sparsity.structure,
+            "density": kept / sparsity.prunable_params,
+            "encoder_params": _numel(encoder) - sparsity.prunable_params + kept,
+            "total_params": rest + kept, "encoder_gflops_per_sec": flops / 1e9}
+    return report
+
+
+def _feat_dim(model: torch.nn.Module) -> int:
+    return model.frontend.output_size() if model.frontend is not None else \
+        _input_size(model.encoder)
+
+
 def get_parser() -> argparse.ArgumentParser:
     """Command-line parser."""
     parser = argparse.ArgumentParser(description=__doc__,
@@ -118,6 +151,7 @@ def main(cmd: Optional[List[str]] = None) -> None:
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     for name, row in report.items():
         shape = (f"{row['num_modules']} modules" if "num_modules" in row
+                 else f"sparsity {row['sparsity']}" if "sparsity" in row
                  else f"depth {row['depth']}, width {row['width']}")
         logging.info("subnet %s: %s, %.2fM encoder params, %.2f GFLOPs/s", name, shape,
                      row["encoder_params"] / 1e6, row["encoder_gflops_per_sec"])

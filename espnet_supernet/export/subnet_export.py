@@ -28,7 +28,7 @@ from espnet_supernet.train.supernet_asr_model import SupernetASRModel
 SUPERNET_ENCODER_KEYS = ("subnet_sizes", "subnet_masks", "subnet_rule", "subnet_names",
                          "bn_stats", "ffn_chunks", "prune_heads", "adaptive_ffn_dropout")
 STOCK_MODEL_KEYS = tuple(inspect.signature(ESPnetASRModel.__init__).parameters)
-SUPERNET_CONFIG_KEYS = ("selection", "selection_conf")
+SUPERNET_CONFIG_KEYS = ("selection", "selection_conf", "sparsity", "sparsity_conf")
 _MODULE_OF_ATTR = {"feed_forward_macaron": 0, "norm_ff_macaron": 0, "self_attn": 1,
                    "norm_mha": 1, "conv_module": 2, "norm_conv": 2, "feed_forward": 3,
                    "norm_ff": 3}
