@@ -67,8 +67,12 @@ def main(cmd: Optional[List[str]] = None) -> None:
     args = get_parser().parse_args(cmd)
     model, train_args = SupernetASRTask.build_model_from_file(
         args.asr_train_config, args.asr_model_file, "cpu")
+    if getattr(model, "sparsity", None) is not None:
+        logging.info("sparsity levels share the dense model's BatchNorm statistics: "
+                     "copying the model as is")
     if not any(isinstance(m, SwitchableBatchNorm1d) for m in model.modules()) or \
-            getattr(model.encoder, "bn_stats", None) != "per_size":
+            getattr(model.encoder, "bn_stats", None) != "per_size" or \
+            getattr(model, "sparsity", None) is not None:
         logging.info("%s keeps no per-size BatchNorm statistics: copying the model as is",
                      type(model.encoder).__name__)
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -343,6 +343,21 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         loss, stats, weight = force_gatherable((total, stats, batch_size), total.device)
         return loss, stats, weight
 
+    @torch.no_grad()
+    def active_loss(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
+                    text: torch.Tensor, text_lengths: torch.Tensor) -> torch.Tensor:
+        """CTC / attention loss of the active subnet (sparsity configuration) on a batch,
+        no gradient: the dev score of ``sparsity_search``."""
+        text = text.clone()
+        text[text == -1] = self.ignore_id
+        text = text[:, : text_lengths.max()]
+        front = self.encoder.forward_frontend(*self._features(speech, speech_lengths))
+        with self.sparse_weights():
+            enc_out, enc_lens = self.encoder.forward_subnet(front, None)
+        if self.postencoder is not None:
+            enc_out, enc_lens = self.postencoder(enc_out, enc_lens)
+        return self._subnet_loss(enc_out, enc_lens, text, text_lengths)[0]
+
     def _features(
         self, speech: torch.Tensor, speech_lengths: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:

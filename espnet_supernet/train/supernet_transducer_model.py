@@ -151,13 +151,6 @@ class SupernetTransducerModel(SparseSubnetsMixin, ESPnetASRModel):
                 text_lengths: torch.Tensor, **kwargs) -> Tuple[torch.Tensor, Stats, torch.Tensor]:
         """Sandwich RNN-T loss (training) or every size's loss and CER (validation)."""
         batch_size = speech.shape[0]
-        text = text[:, : text_lengths.max()]
-        feats, lens = self._extract_feats(speech, speech_lengths)
-        if self.specaug is not None and self.training:
-            feats, lens = self.specaug(feats, lens)
-        if self.normalize is not None:
-            feats, lens = self.normalize(feats, lens)
-        front = self.encoder.forward_frontend(feats, lens)
         if self.training:
             if self.sparsity is not None:
                 self.sparsity.before_step(int(self.sandwich_step))
@@ -167,11 +160,8 @@ class SupernetTransducerModel(SparseSubnetsMixin, ESPnetASRModel):
             plan = [(n, n, 1.0) for n in ([self.train_only] if self.train_only
                                           else self.subnet_names)]
         previous, stats, total, teacher = self.active_subnet, {}, 0.0, None
-        decoder_in, target, _, u_len = get_transducer_task_io(
-            text, lens, ignore_id=self.ignore_id, blank_id=self.blank_id)
-        self.decoder.set_device(feats.device)
-        # shared by every subnet: the decoder is not elastic
-        dec_proj = self.joint_network.lin_dec(self.decoder(decoder_in))  # (B, U + 1, J)
+        front, dec_proj, target, u_len = self._shared_inputs(speech, speech_lengths, text,
+                                                             text_lengths)
         for slot, name, weight in plan:
             self.set_subnet(name)
             with self.sparse_weights():
@@ -193,6 +183,36 @@ class SupernetTransducerModel(SparseSubnetsMixin, ESPnetASRModel):
         self.set_subnet(previous)
         stats["loss"] = total.detach()
         return force_gatherable((total, stats, batch_size), total.device)
+
+    def _shared_inputs(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
+                       text: torch.Tensor, text_lengths: torch.Tensor):
+        """What every subnet of a step shares: the encoder front end's output, the
+        projected prediction-network output (B, U + 1, J), the targets and their lengths."""
+        text = text[:, : text_lengths.max()]
+        feats, lens = self._extract_feats(speech, speech_lengths)
+        if self.specaug is not None and self.training:
+            feats, lens = self.specaug(feats, lens)
+        if self.normalize is not None:
+            feats, lens = self.normalize(feats, lens)
+        front = self.encoder.forward_frontend(feats, lens)
+        decoder_in, target, _, u_len = get_transducer_task_io(
+            text, lens, ignore_id=self.ignore_id, blank_id=self.blank_id)
+        self.decoder.set_device(feats.device)
+        # shared by every subnet: the decoder is not elastic
+        dec_proj = self.joint_network.lin_dec(self.decoder(decoder_in))
+        return front, dec_proj, target, u_len
+
+    @torch.no_grad()
+    def active_loss(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
+                    text: torch.Tensor, text_lengths: torch.Tensor) -> torch.Tensor:
+        """RNN-T loss of the active subnet (sparsity configuration) on a batch, no
+        gradient: the dev score of ``sparsity_search``."""
+        front, dec_proj, target, u_len = self._shared_inputs(speech, speech_lengths, text,
+                                                             text_lengths)
+        with self.sparse_weights():
+            enc_out, enc_lens = self.encoder.forward_subnet(front)
+        return self.criterion_transducer(self._joint(enc_out, dec_proj), target, enc_lens,
+                                         u_len)
 
     def _joint(self, enc_out: torch.Tensor, dec_proj: torch.Tensor) -> torch.Tensor:
         """Joint network logits (B, T, U + 1, V) of enc_out (B, T, D) and the projected
