@@ -22,7 +22,7 @@ import contextlib
 import sys
 from typing import Iterator, Optional
 
-from espnet_supernet.tasks.asr import espnet_asr  # registers the classes
+from espnet_supernet.tasks.asr import SupernetASRTask, espnet_asr  # registers the classes
 from espnet2.bin import asr_inference as stock  # noqa: E402
 from espnet.utils.cli_utils import get_commandline_args  # noqa: E402
 from espnet2.utils.types import str2bool  # noqa: E402
@@ -47,8 +47,9 @@ def subnet_model_loading(subnet: Optional[str]) -> Iterator[None]:
 
     def build_and_select(cls, config_file=None, model_file=None, device="cpu", **kwargs):
         sparse = None if model_file is None else read_sparse_file(model_file)
-        model, train_args = build(cls, config_file, None if sparse else model_file, device,
-                                  **kwargs)
+        # the supernet task: it also attaches what is built beside the model (sparsity)
+        model, train_args = build(SupernetASRTask, config_file,
+                                  None if sparse else model_file, device, **kwargs)
         if sparse is not None:  # ESPnet's own loading is strict=False: be strict here
             model.load_state_dict(sparse, strict=True)
             model.to(device)

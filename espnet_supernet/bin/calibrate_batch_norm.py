@@ -70,9 +70,11 @@ def main(cmd: Optional[List[str]] = None) -> None:
     if getattr(model, "sparsity", None) is not None:
         logging.info("sparsity levels share the dense model's BatchNorm statistics: "
                      "copying the model as is")
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), args.output)
+        return
     if not any(isinstance(m, SwitchableBatchNorm1d) for m in model.modules()) or \
-            getattr(model.encoder, "bn_stats", None) != "per_size" or \
-            getattr(model, "sparsity", None) is not None:
+            getattr(model.encoder, "bn_stats", None) != "per_size":
         logging.info("%s keeps no per-size BatchNorm statistics: copying the model as is",
                      type(model.encoder).__name__)
         args.output.parent.mkdir(parents=True, exist_ok=True)

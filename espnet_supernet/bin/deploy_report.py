@@ -84,7 +84,8 @@ def size_rows(exp: Path, model_file: Path, test_sets: List[str], dumpdir: Path,
         int8 = speech2text(None, ctc_greedy=True, quantize_asr_model=True, **kw)
         supernet = speech2text(size, ctc_greedy=True, asr_train_config=str(exp / "config.yaml"),
                                asr_model_file=str(model_file), device="cpu")
-        row = dict(size=size, encoder=record["encoder"], params=record["params"],
+        row = dict(size=size, encoder=record["encoder"],
+                   params=record.get("params_kept", record["params"]),  # sparse: nonzero
                    encoder_gflops_per_sec=subnets[size]["encoder_gflops_per_sec"],
                    model_bytes=record["model_bytes"],
                    int8_bytes=_saved_bytes(quantize_int8(fp32.asr_model), outdir),

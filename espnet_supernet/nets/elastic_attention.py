@@ -65,11 +65,10 @@ def elastic_self_attention(
         return att(x, x, x, pos_emb, mask) if pos_emb is not None else att(x, x, x, mask)
 
     def project(linear: torch.nn.Linear, inp: torch.Tensor) -> torch.Tensor:
-        weight, bias = linear.weight, linear.bias
-        if sliced is not None:
-            weight = select_rows(weight, sliced)
-            bias = None if bias is None else select_rows(bias, sliced)
-        return F.linear(inp, weight, bias)
+        if sliced is None:  # the module itself (also when quantized)
+            return linear(inp)
+        bias = None if linear.bias is None else select_rows(linear.bias, sliced)
+        return F.linear(inp, select_rows(linear.weight, sliced), bias)
 
     n_batch, d_k = x.size(0), att.d_k
     linears = (att.linear_q, att.linear_k, att.linear_v)
@@ -99,10 +98,10 @@ def elastic_self_attention(
     if head_weights is not None:
         context = context * head_weights[None, :, None, None]
     context = context.transpose(1, 2).reshape(n_batch, -1, context.size(1) * d_k)
-    weight = att.linear_out.weight
-    if sliced is not None:
-        weight = select_rows(weight, sliced, dim=1)
-    return F.linear(context, weight, att.linear_out.bias)
+    if sliced is None:
+        return att.linear_out(context)
+    return F.linear(context, select_rows(att.linear_out.weight, sliced, dim=1),
+                    att.linear_out.bias)
 
 
 def relative_shift(att: RelPositionMultiHeadedAttention, scores: torch.Tensor

@@ -37,7 +37,14 @@ def build(config: str, tmp_path):
 @pytest.mark.parametrize("config", CONFIGS)
 def test_config_builds_with_its_selection(config, tmp_path):
     args, model = build(config, tmp_path)
-    method = yaml.safe_load((CONF / config).read_text()).get("selection", "static")
+    conf = yaml.safe_load((CONF / config).read_text())
+    if conf.get("sparsity"):  # Omni-sparsity: the levels are the subnets
+        levels = conf["sparsity_conf"]["levels"]
+        assert model.selection is None and len(model.subnet_names) == len(levels)
+        assert model.subnet_names[0] == f"sp{round(100 * max(levels)):g}"
+        assert len(SupernetASRTask.build_optimizers(args, model)[0].param_groups) == 1
+        return
+    method = conf.get("selection", "static")
     assert type(model.selection) is METHOD.get(method, StaticSelection)
     assert list(model.selection.sizes) == model.subnet_names
     optimizers = SupernetASRTask.build_optimizers(args, model)
