@@ -78,3 +78,33 @@ def make_task_supernet(tmp_path: Path, config_updates=None, **encoder_conf):
     path.write_text(yaml.safe_dump(config))
     torch.save(model.state_dict(), tmp_path / "model.pth")
     return model, config, path
+
+
+TRANSDUCER_TOKENS = ["<blank>", "<unk>", "a", "b", "c", "<sos/eos>"]
+TRANSDUCER_ENCODER = dict(output_size=16, ssm_heads=2, ssm_state_size=8, linear_units=32, num_blocks=3,
+               dropout_rate=0.1, cnn_module_kernel=5,
+               subnets={"small": {"depth": 1, "width": 0.5}, "mid": {"depth": 2, "width": 0.75}})
+
+
+def make_transducer(tmp_path, **model_conf):
+    """(args, model) of a tiny ``supernet_mhssm`` + ``supernet_transducer`` task model."""
+    args = SupernetASRTask.get_parser().parse_args([
+        "--encoder", "supernet_mhssm", "--decoder", "transducer", "--model",
+        "supernet_transducer", "--token_list", str(tmp_path / "t.txt"),
+        "--output_dir", str(tmp_path), "--frontend_conf", "n_mels=20",
+        "--normalize", "none", "--specaug", "none", "--token_type", "char",
+    ])  # fmt: skip
+    args.token_list = TRANSDUCER_TOKENS
+    args.encoder_conf = TRANSDUCER_ENCODER
+    args.decoder_conf = {"hidden_size": 16}
+    args.joint_net_conf = {"joint_space_size": 16}
+    args.model_conf = {"ctc_weight": 0.0, **model_conf}
+    torch.manual_seed(0)
+    return args, SupernetASRTask.build_model(args)
+
+
+def transducer_batch():
+    """A 2-utterance waveform batch for ``make_transducer`` models."""
+    torch.manual_seed(1)
+    return dict(speech=torch.randn(2, 16000), speech_lengths=torch.tensor([16000, 12000]),
+                text=torch.tensor([[2, 3, 4], [3, 2, -1]]), text_lengths=torch.tensor([3, 2]))

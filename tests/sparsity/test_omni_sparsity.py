@@ -127,3 +127,30 @@ def test_bad_config_rejected():
     model = make_model(sizes=(4, 8), per_size_ctc=True)
     with pytest.raises(ValueError, match="per_size_ctc"):
         model.set_sparsity(OmniSparsity())
+
+
+def test_transducer_levels_train_and_report(tmp_path):
+    """Omni-sparsity on the MH-SSM RNN-T supernet (model: supernet_transducer)."""
+    from tiny_models import make_transducer as build, transducer_batch as batch
+
+    _, model = build(tmp_path)
+    model.set_sparsity(OmniSparsity(levels=(0.0, 0.5, 0.8), layer_types=["ffn", "ssm", "conv"],
+                                    warmup_steps=0))
+    assert model.subnet_names == ["sp80", "sp50", "sp0"]
+    kinds = {t.name.split(".")[2] for t in model.sparsity.targets}
+    assert kinds == {"self_attn", "feed_forward", "feed_forward_macaron", "conv_module"}
+    model.train()
+    loss, stats, _ = model(**batch())
+    assert torch.isfinite(loss) and {"loss_max", "loss_min", "loss_rand0"} <= set(stats)
+    loss.backward()
+    index = [t.name for t in model.sparsity.targets].index("encoders.0.self_attn.mhssm.in_proj.weight")
+    grad = model.encoder.encoders[0].self_attn.mhssm.in_proj.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+    model.eval()
+    model.set_subnet("sp80")
+    with torch.no_grad():
+        loss80 = model.active_loss(**batch())
+        model.set_subnet("sp0")
+        loss0 = model.active_loss(**batch())
+    assert torch.isfinite(loss80) and float(loss80) != float(loss0)
+    assert int((model.sparsity.keep(index) <= 2).sum()) == round(0.8 * grad.numel())

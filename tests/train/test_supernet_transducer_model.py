@@ -8,32 +8,10 @@ import yaml
 from espnet_supernet.tasks.asr import SupernetASRTask
 from espnet_supernet.train.supernet_transducer_model import SupernetTransducerModel
 
-TOKENS = ["<blank>", "<unk>", "a", "b", "c", "<sos/eos>"]
-ENCODER = dict(output_size=16, ssm_heads=2, ssm_state_size=8, linear_units=32, num_blocks=3,
-               dropout_rate=0.1, cnn_module_kernel=5,
-               subnets={"small": {"depth": 1, "width": 0.5}, "mid": {"depth": 2, "width": 0.75}})
-
-
-def build(tmp_path, **model_conf):
-    args = SupernetASRTask.get_parser().parse_args([
-        "--encoder", "supernet_mhssm", "--decoder", "transducer", "--model",
-        "supernet_transducer", "--token_list", str(tmp_path / "t.txt"),
-        "--output_dir", str(tmp_path), "--frontend_conf", "n_mels=20",
-        "--normalize", "none", "--specaug", "none", "--token_type", "char",
-    ])  # fmt: skip
-    args.token_list = TOKENS
-    args.encoder_conf = ENCODER
-    args.decoder_conf = {"hidden_size": 16}
-    args.joint_net_conf = {"joint_space_size": 16}
-    args.model_conf = {"ctc_weight": 0.0, **model_conf}
-    torch.manual_seed(0)
-    return args, SupernetASRTask.build_model(args)
-
-
-def batch():
-    torch.manual_seed(1)
-    return dict(speech=torch.randn(2, 16000), speech_lengths=torch.tensor([16000, 12000]),
-                text=torch.tensor([[2, 3, 4], [3, 2, -1]]), text_lengths=torch.tensor([3, 2]))
+from tiny_models import TRANSDUCER_ENCODER as ENCODER
+from tiny_models import TRANSDUCER_TOKENS as TOKENS
+from tiny_models import make_transducer as build
+from tiny_models import transducer_batch as batch
 
 
 def test_sandwich_step_with_kd(tmp_path):
