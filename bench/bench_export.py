@@ -25,7 +25,6 @@ not a test: it never fails on a missed goal.
 import argparse
 import copy
 import io
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -37,13 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_supernet import (  # noqa: E402
     COMMON,
     CONFIGS,
-    DEFAULTS,
-    QUICK,
+    add_timing_arguments,
     component_masks,
+    fill_timing_defaults,
     interleaved,
     machine_info,
     make_batch,
     median_ratio,
+    write_result,
 )
 
 GOAL_EXPORTED_VS_STOCK = 1.05
@@ -197,27 +197,11 @@ def main(cmd: Optional[List[str]] = None) -> dict:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=sorted(CONFIGS), default="demo")
     parser.add_argument("--components", action="store_true")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=None)
-    parser.add_argument("--seconds", type=float, default=None)
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--output", type=Path, default=None)
-    args = parser.parse_args(cmd)
-    for key, value in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
-    res = run(args)
-    suffix = ("_components" if args.components else "") + ("_quick" if args.quick else "")
-    out = args.output or Path(__file__).parent / "results" / f"export_{args.config}{suffix}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    print_table(res)
-    print(f"wrote {out}")
-    return res
-
+    add_timing_arguments(parser)
+    args = fill_timing_defaults(parser.parse_args(cmd))
+    stem = f"export_{args.config}" + ("_components" if args.components else "")
+    return write_result(run(args), args, stem, print_table)
 
 if __name__ == "__main__":
     main()

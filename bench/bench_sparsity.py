@@ -24,7 +24,6 @@ test: it never fails on a missed goal.
 
 import argparse
 import io
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -36,12 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_export import build_supernet, train_config  # noqa: E402
 from bench_supernet import (  # noqa: E402
     CONFIGS,
-    DEFAULTS,
-    QUICK,
+    add_timing_arguments,
+    fill_timing_defaults,
     interleaved,
     machine_info,
     make_batch,
     median_ratio,
+    write_result,
 )
 
 LEVELS = [0.0, 0.3, 0.5, 0.7, 0.85]
@@ -152,26 +152,9 @@ def main(cmd: Optional[List[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=sorted(CONFIGS), default="demo")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=None)
-    parser.add_argument("--seconds", type=float, default=None)
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--warmup", type=int, default=None)
-    parser.add_argument("--quick", action="store_true", help="tiny batch, few repeats")
-    parser.add_argument("--output", type=Path, default=None)
-    args = parser.parse_args(cmd)
-    for key, value in (QUICK if args.quick else DEFAULTS).items():
-        if hasattr(args, key) and getattr(args, key) is None:
-            setattr(args, key, value)
-    res = run(args)
-    out = args.output or Path(__file__).resolve().parent / "results" / \
-        f"sparsity_{args.config}{'_quick' if args.quick else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    print_table(res)
-    print(f"wrote {out}")
-    return res
-
+    add_timing_arguments(parser)
+    args = fill_timing_defaults(parser.parse_args(cmd))
+    return write_result(run(args), args, f"sparsity_{args.config}", print_table)
 
 if __name__ == "__main__":
     main()

@@ -83,6 +83,37 @@ QUICK = dict(batch=2, seconds=2.0, repeats=3, warmup=1, train_repeats=2)
 DEFAULTS = dict(batch=4, seconds=6.0, repeats=7, warmup=2, train_repeats=None)
 
 
+def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every export bench shares (None: the --quick or default value)."""
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="tiny batch, few repeats")
+    parser.add_argument("--output", type=Path, default=None)
+
+
+def fill_timing_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Options left at None take the ``QUICK`` or ``DEFAULTS`` value."""
+    for key, value in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    return args
+
+
+def write_result(res: dict, args: argparse.Namespace, stem: str,
+                 print_table: Callable[[dict], None]) -> dict:
+    """Write ``res`` to ``--output`` or ``bench/results/<stem>[_quick].json``, print it."""
+    out = args.output or Path(__file__).resolve().parent / "results" / \
+        f"{stem}{'_quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    print_table(res)
+    print(f"wrote {out}")
+    return res
+
+
 # ---------------------------------------------------------------------- timing helpers
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 _clock = time.perf_counter
