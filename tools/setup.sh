@@ -2,7 +2,8 @@
 # Usage: tools/setup.sh
 #
 # Creates .venv in the repository root with the pinned stack and this package
-# (editable), and installs Debian's espeak-ng and sox when they are missing.
+# (editable), and installs Debian's espeak-ng and sox when they are missing (and,
+# optionally, slurm-wlm and munge for the Slurm backend's test).
 # Idempotent: on a ready machine it returns in seconds (a stamp file records
 # the requirement set that was installed).
 set -euo pipefail
@@ -24,6 +25,18 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: cannot install ${need_apt[*]} (need root and apt-get)." >&2
     echo "       Install them yourself, e.g. 'sudo apt-get install ${need_apt[*]}', then re-run." >&2
     exit 1
+  fi
+fi
+
+# Optional: Debian's Slurm and munge, for the test that runs the recipe's Slurm backend
+# against a real single-node cluster (it skips, saying why, without them).
+if ! command -v slurmctld >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing slurm-wlm and munge (optional, for the Slurm test)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1 \
+      || echo "setup: could not install slurm-wlm/munge: the Slurm test will skip" >&2
+  else
+    echo "setup: no slurm-wlm/munge (need root and apt-get): the Slurm test will skip" >&2
   fi
 fi
 
