@@ -17,6 +17,19 @@ fi
 python -m espnet_supernet.bin.prepare_librispeech --librispeech "$LIBRISPEECH" \
   --parts $parts --outdir data
 
+# LibriSpeech-960: the three training parts in one directory (C-locale sorted, as every
+# data dir), e.g. --local_data_opts "--parts 'train-clean-100 train-clean-360
+# train-other-500 dev-clean test-clean dev-other test-other'", then --train_set train_960
+if [ -d data/train_clean_100 ] && [ -d data/train_clean_360 ] && [ -d data/train_other_500 ]; then
+  mkdir -p data/train_960
+  for f in wav.scp text utt2spk; do
+    cat data/train_{clean_100,clean_360,other_500}/$f | LC_ALL=C sort > data/train_960/$f
+  done
+  awk '{ u[$2] = u[$2] " " $1 } END { for (s in u) print s u[s] }' data/train_960/utt2spk \
+    | LC_ALL=C sort > data/train_960/spk2utt
+  echo "local/data.sh: data/train_960: $(wc -l < data/train_960/wav.scp) utterances"
+fi
+
 # LM text (stages 6-8), as ESPnet's librispeech recipe: LibriSpeech's normalised LM corpus
 # (openslr 11: put librispeech-lm-norm.txt.gz into $LIBRISPEECH/LibriSpeech), or the
 # embedded corpus's own (fortune sentences minus the dev and test transcripts).
