@@ -8,6 +8,7 @@ parts="train-clean-100 dev-clean test-clean"
 help_message="Usage: $0 [--corpus_opts '...'] [--parts '$parts']"
 . utils/parse_options.sh
 . ./db.sh
+parts=${parts//,/ }  # also comma-separated (run.sh --local_data_opts "--parts a,b,c")
 
 if [ -z "$LIBRISPEECH" ]; then
   LIBRISPEECH=downloads/embedded
@@ -18,8 +19,8 @@ python -m espnet_supernet.bin.prepare_librispeech --librispeech "$LIBRISPEECH" \
   --parts $parts --outdir data
 
 # LibriSpeech-960: the three training parts in one directory (C-locale sorted, as every
-# data dir), e.g. --local_data_opts "--parts 'train-clean-100 train-clean-360
-# train-other-500 dev-clean test-clean dev-other test-other'", then --train_set train_960
+# data dir), e.g. run.sh --local_data_opts "--parts train-clean-100,train-clean-360,
+# train-other-500,dev-clean,dev-other,test-clean,test-other" --train_set train_960
 if [ -d data/train_clean_100 ] && [ -d data/train_clean_360 ] && [ -d data/train_other_500 ]; then
   mkdir -p data/train_960
   for f in wav.scp text utt2spk; do
