@@ -33,7 +33,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 import yaml
@@ -175,11 +175,23 @@ def export_model(supernet: torch.nn.Module, train_config: dict, outdir: Path, na
 
 
 def export_sparse_model(supernet: torch.nn.Module, train_config: dict, outdir: Path,
-                        name: str, source: Optional[dict] = None) -> dict:
+                        name: str, source: Optional[dict] = None,
+                        block_sparsity: Optional[Dict[int, float]] = None) -> dict:
     """Export sparsity level ``name`` (Omni-sparsity) into ``outdir``: compressed weights
-    (unstructured) or a physically smaller dense model (``structure: ffn_rows``); returns
-    the record written to ``outdir/export.json``."""
-    result = export_sparsity_level(supernet, train_config, name, build_from_config)
+    (unstructured) or a physically smaller dense model (``structure: ffn_rows``); with
+    ``block_sparsity`` (encoder block -> trained level, ``sparsity_search``'s output) that
+    per-layer configuration, labelled ``name``. Returns the record written to
+    ``outdir/export.json``."""
+    sparsity = supernet.sparsity
+    block_levels = None
+    if block_sparsity is not None:
+        bad = {b: s for b, s in block_sparsity.items() if float(s) not in sparsity.levels}
+        if bad:
+            raise ValueError(f"block sparsities {bad} are not trained levels {sparsity.levels}")
+        block_levels = {int(b): sparsity.levels.index(float(s))
+                        for b, s in block_sparsity.items()}
+    result = export_sparsity_level(supernet, train_config, name, build_from_config,
+                                   block_levels)
     structured = result.encoder == "pruned_conformer"
     files = write_export(result, outdir, compress=not structured)
     exported = build_from_config(result.config)
@@ -187,7 +199,12 @@ def export_sparse_model(supernet: torch.nn.Module, train_config: dict, outdir: P
     exported.load_state_dict(stored if stored is not None else
                              torch.load(outdir / "model.pth"), strict=True)
     previous = supernet.active_subnet
-    supernet.set_subnet(name)
+    if block_levels is None:
+        supernet.set_subnet(name)
+    else:
+        supernet.set_subnet(None)
+        sparsity.set_layerwise(block_levels)
+    indices = list(sparsity.active)
     diff = max_encoder_difference(supernet, exported)
     supernet.set_subnet(previous)
     if diff > 1e-4:
@@ -199,13 +216,11 @@ def export_sparse_model(supernet: torch.nn.Module, train_config: dict, outdir: P
     torch.save(result.state_dict, buffer)
     dense_bytes = buffer.getbuffer().nbytes
     model_bytes = (outdir / "model.pth").stat().st_size
-    sparsity = supernet.sparsity
-    index = sparsity.level_index(name)
-    pruned = 0 if structured else sparsity.prunable_params - sparsity.nonzero_params(
-        [index] * len(sparsity.targets))
+    pruned = 0 if structured else sparsity.prunable_params - sparsity.nonzero_params(indices)
     record = {
-        "subnet": name, "encoder": result.encoder, "structure": supernet.sparsity.structure,
-        "sparsity": sparsity.levels[index], "blocks": result.blocks,
+        "subnet": name, "encoder": result.encoder, "structure": sparsity.structure,
+        "sparsity": (sparsity.levels[sparsity.level_index(name)] if block_levels is None
+                     else None), "block_sparsity": block_sparsity, "blocks": result.blocks,
         "params": result.num_params, "params_kept": result.num_params - pruned,
         "stored_density": nonzero / numel, "model_bytes": model_bytes,
         "dense_model_bytes": dense_bytes, "bytes_vs_dense": model_bytes / dense_bytes,
@@ -224,9 +239,16 @@ def export(args: argparse.Namespace) -> dict:
     """Export ``args.subnet`` of the supernet given on the command line."""
     supernet, train_config = load_supernet(args.asr_train_config, args.asr_model_file)
     if getattr(supernet, "sparsity", None) is not None:
+        block_sparsity = None
+        if args.sparsity_search is not None:
+            if not args.sparsity_search.is_file():
+                raise FileNotFoundError(f"{args.sparsity_search} does not exist")
+            block_sparsity = yaml.safe_load(args.sparsity_search.read_text())["block_sparsity"]
         return export_sparse_model(
-            supernet, train_config, args.outdir, args.subnet,
+            supernet, train_config, args.outdir, args.subnet, block_sparsity=block_sparsity,
             source={"config": str(args.asr_train_config), "model": str(args.asr_model_file)})
+    if args.sparsity_search is not None:
+        raise ValueError("--sparsity_search needs a model trained with sparsity: omni")
     return export_model(
         supernet, train_config, args.outdir, args.subnet, pack_zip=args.pack, onnx=args.onnx,
         quantize=args.quantize,
@@ -249,7 +271,11 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--asr_model_file", type=Path, required=True,
                         help="the supernet's weights (e.g. valid.loss.ave.bncal.pth, whose "
                         "per-size BatchNorm statistics were re-estimated)")
-    parser.add_argument("--subnet", required=True, help="named subnet to export (e.g. 16)")
+    parser.add_argument("--subnet", required=True, help="named subnet to export (e.g. 16, "
+                        "or sp70 for a sparsity level); with --sparsity_search: a label")
+    parser.add_argument("--sparsity_search", type=Path, default=None,
+                        help="sparsity_search's output YAML: export its per-layer "
+                        "sparsities (Omni-sparsity models)")
     parser.add_argument("--outdir", type=Path, required=True)
     parser.add_argument("--pack", type=str2bool, default=True, help="write the ESPnet zip")
     parser.add_argument("--onnx", type=str2bool, default=True,

@@ -15,7 +15,7 @@ Unstructured exports are written in the compressed format of ``sparse_storage.py
 
 import copy
 import re
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -33,8 +33,11 @@ _FFN_KEY = re.compile(r"encoder\.encoders\.(\d+)\.(feed_forward(?:_macaron)?)\.(
 
 
 def export_sparsity_level(model: torch.nn.Module, train_config: dict, level: str,
-                          build_model: Callable[[dict], torch.nn.Module]) -> SubnetExport:
-    """Standalone model of sparsity level ``level`` of ``model`` (which is not changed).
+                          build_model: Callable[[dict], torch.nn.Module],
+                          block_levels: Optional[Dict[int, int]] = None) -> SubnetExport:
+    """Standalone model of sparsity level ``level`` of ``model`` (which is not changed),
+    or, with ``block_levels`` (encoder block -> level index, e.g. ``sparsity_search``'s
+    choice), of that per-layer configuration (``level`` then only labels it).
 
     Raises:
         ValueError: the model has no sparsity levels, or ``level`` is unknown (the message
@@ -43,15 +46,20 @@ def export_sparsity_level(model: torch.nn.Module, train_config: dict, level: str
     if getattr(model, "sparsity", None) is None:
         raise ValueError("the model was not trained with sparsity (sparsity: omni)")
     model = copy.deepcopy(model).eval()
-    model.set_subnet(level)
     sparsity = model.sparsity
+    if block_levels is None:
+        model.set_subnet(level)
+    else:
+        model.set_subnet(None)
+        sparsity.set_layerwise(block_levels)
+    indices = list(sparsity.active)
     sparsity.bake()
-    index = sparsity.level_index(level)
     if isinstance(model, SupernetASRModel):
         config = {k: v for k, v in train_config.items() if k not in SPARSITY_CONFIG_KEYS}
-        export = export_subnet(model, config, level, build_model)
+        export = export_subnet(model, config, model.active_subnet, build_model)
+        export.name = level
         if sparsity.structure == "ffn_rows":
-            export = _drop_ffn_units(model, export, index, build_model)
+            export = _drop_ffn_units(model, export, indices, build_model)
         return export
     config = {k: v for k, v in train_config.items() if k not in SPARSITY_CONFIG_KEYS}
     target = build_model(config)
@@ -62,14 +70,15 @@ def export_sparsity_level(model: torch.nn.Module, train_config: dict, level: str
                         [], config, state, sum(p.numel() for p in target.parameters()))
 
 
-def _drop_ffn_units(model: SupernetASRModel, export: SubnetExport, index: int,
+def _drop_ffn_units(model: SupernetASRModel, export: SubnetExport, indices: List[int],
                     build_model: Callable[[dict], torch.nn.Module]) -> SubnetExport:
-    """The stock export with every FFN cut to its kept hidden units (at least one, whose
-    zero W2 column keeps the output exact)."""
+    """The stock export with every FFN cut to its kept hidden units at its level index
+    (``indices``, one per target; at least one unit, whose zero W2 column keeps the
+    output exact)."""
     sparsity = model.sparsity
     kept: Dict[str, torch.Tensor] = {}
     for i, target in enumerate(sparsity.targets):
-        units = torch.nonzero(sparsity.keep(i) > index).flatten()
+        units = torch.nonzero(sparsity.keep(i) > indices[i]).flatten()
         kept[target.name] = units if units.numel() else torch.zeros(1, dtype=torch.long)
     full = block_specs_full(model)
     blocks: List[Dict[str, int]] = []

@@ -1,6 +1,8 @@
 """Exporting Omni-sparsity levels: compressed weights (unstructured) or a physically
 smaller dense model (structured), both decoded by ``asr_inference``."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -75,3 +77,23 @@ def test_unknown_level_lists_valid_ones(tmp_path):
     model, config, _ = sparse_supernet(tmp_path)
     with pytest.raises(ValueError, match="valid names: sp80, sp50, sp0"):
         export_sparse_model(model, config, tmp_path / "x", "sp60")
+
+
+def test_per_layer_search_result_exports(tmp_path):
+    model, config, path = sparse_supernet(tmp_path, layer_types=["ffn"], structure="ffn_rows")
+    search = tmp_path / "search.yaml"
+    search.write_text("block_sparsity: {0: 0.8, 1: 0.0}\n")
+    from espnet_supernet.bin.export import main as export_main
+
+    export_main(["--asr_train_config", str(path), "--asr_model_file",
+                 str(tmp_path / "model.pth"), "--subnet", "search", "--outdir",
+                 str(tmp_path / "out"), "--sparsity_search", str(search)])
+    record = json.loads((tmp_path / "out/export.json").read_text())
+    units = model.encoder.encoders[0].feed_forward.w_1.out_features
+    assert [b["ffn"] for b in record["blocks"]] == [round(0.2 * units), units]
+    assert record["max_encoder_difference"] < 1e-4
+    search.write_text("block_sparsity: {0: 0.6}\n")
+    with pytest.raises(SystemExit, match="not trained levels"):
+        export_main(["--asr_train_config", str(path), "--asr_model_file",
+                     str(tmp_path / "model.pth"), "--subnet", "x", "--outdir",
+                     str(tmp_path / "x"), "--sparsity_search", str(search)])
