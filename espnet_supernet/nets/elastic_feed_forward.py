@@ -12,7 +12,7 @@ from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
     PositionwiseFeedForward,
 )
 
-from espnet_supernet.nets.unit_gates import Gate, UnitSlice, select_rows
+from espnet_supernet.nets.unit_gates import Gate, UnitSlice, cached_slice, select_rows
 
 
 def elastic_feed_forward(
@@ -37,12 +37,16 @@ def elastic_feed_forward(
     """
     p = ff.dropout.p
     if isinstance(gate, UnitSlice):
-        hidden = ff.activation(F.linear(x, select_rows(ff.w_1.weight, gate),
-                                        select_rows(ff.w_1.bias, gate)))
+        w_1, b_1, w_2 = ff.w_1.weight, ff.w_1.bias, ff.w_2.weight
+        hidden = ff.activation(F.linear(
+            x, cached_slice(gate, "w_1", (w_1,), lambda: select_rows(w_1, gate)),
+            cached_slice(gate, "b_1", (b_1,), lambda: select_rows(b_1, gate))))
         if adaptive_dropout:
             p = p * gate.fraction
         hidden = F.dropout(hidden, p, ff.training)
-        return F.linear(hidden, select_rows(ff.w_2.weight, gate, dim=1), ff.w_2.bias)
+        return F.linear(
+            hidden, cached_slice(gate, "w_2", (w_2,), lambda: select_rows(w_2, gate, dim=1)),
+            ff.w_2.bias)
     if isinstance(gate, torch.Tensor) and gate.dim() == 1:
         hidden = ff.activation(ff.w_1(x))
         chunks = gate.numel()

@@ -79,6 +79,45 @@ def test_sliced_feed_forward_uses_smaller_matmuls():
     assert counter.get_total_flops() == 2 * 2 * 7 * (16 * 12 + 12 * 16)  # half of 24 units
 
 
+def test_inference_slices_are_cached_until_the_weights_change(feats):
+    enc = make_encoder()
+    units = [1, 0, 1, 0, 1, 0, 1, 1, 1, 1, 1, 0, 0] * 3  # non-contiguous chunks and heads
+    enc.set_subnet(units)
+    gate = enc.gates(units)[0]
+    xs, lens = feats
+    with torch.no_grad():
+        first, _, _ = enc(xs, lens)
+        cached = dict(gate.weights)
+        assert cached  # the macaron FFN's sliced W1, b1, W2
+        again, _, _ = enc(xs, lens)
+        assert all(gate.weights[k][1] is v[1] for k, v in cached.items())  # reused
+        assert torch.equal(first, again)
+        for layer in enc.encoders:  # an in-place update (as an optimizer step)
+            layer.feed_forward_macaron.w_1.weight.mul_(0.5)
+            layer.self_attn.linear_q.weight.mul_(0.5)
+        updated, _, _ = enc(xs, lens)
+        ref, _, _ = zeroed_copy(enc, units)(xs, lens)
+    assert not torch.equal(updated, first)
+    assert (updated - ref).abs().max() < 1e-5  # rebuilt from the new weights
+    gate.weights.clear()
+    enc(xs, lens)[0].sum().backward()  # with gradients: nothing cached, grads flow
+    assert not gate.weights
+    assert enc.encoders[0].feed_forward_macaron.w_1.weight.grad.abs().sum() > 0
+
+
+def test_position_scores_equal_batched_matmul():
+    from espnet_supernet.nets.elastic_attention import position_scores
+
+    q, p = torch.randn(3, 5, 4, 8), torch.randn(1, 4, 9, 8)
+    ref = torch.matmul(q.transpose(1, 2), p.transpose(-2, -1))
+    out = position_scores(q, p)
+    assert out.shape == (3, 4, 5, 9) and (out - ref).abs().max() < 1e-5
+    assert out.stride()[2:] == (9, 1)  # rows contiguous: the relative shift stays a view
+    p3 = torch.randn(3, 4, 9, 8)  # one table per utterance: the batched matmul
+    assert torch.allclose(position_scores(q, p3),
+                          torch.matmul(q.transpose(1, 2), p3.transpose(-2, -1)))
+
+
 def test_soft_unit_gates_weight_chunks_and_heads(feats):
     enc = make_encoder()
     xs, lens = feats
