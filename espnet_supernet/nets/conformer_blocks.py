@@ -70,6 +70,23 @@ def frontend_forward(encoder: torch.nn.Module, xs_pad: torch.Tensor,
     return FrontendOutput(xs, pos_emb, masks)
 
 
+class StandardStridesGrad(torch.autograd.Function):
+    """Identity whose backward hands on its gradient with row-major strides.
+
+    The channels-last depthwise convolution returns its weight's (C, 1, K) gradient with
+    strides (K, 1, 1); DDP's gradient buckets hold the parameter's (K, K, 1) and warn on
+    every run that the layouts differ (same bytes, the middle dimension has size 1).
+    """
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor) -> torch.Tensor:
+        return weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.clone(memory_format=torch.contiguous_format)
+
+
 def convolution_forward(conv: ConvolutionModule, x: torch.Tensor) -> torch.Tensor:
     """ESPnet's ``ConvolutionModule`` on (B, T, C), laid out for the CPU.
 
@@ -93,6 +110,8 @@ def convolution_forward(conv: ConvolutionModule, x: torch.Tensor) -> torch.Tenso
             bias = (0.0 if bias is None else bias) - stats[0]
             bias = bias * scale + norm.bias
             norm = torch.nn.Identity()
+        elif weight.requires_grad and torch.is_grad_enabled():
+            weight = StandardStridesGrad.apply(weight)
         h = F.conv2d(h.unsqueeze(2).contiguous(memory_format=torch.channels_last),
                      weight.unsqueeze(2), bias, padding=(0, dw.padding[0]),
                      groups=dw.groups).squeeze(2)

@@ -110,7 +110,10 @@ class SwitchableBatchNorm1d(torch.nn.BatchNorm1d):
         # (``mean``/``var`` are views into the slot buffers), then the shared ones.
         out = F.batch_norm(x, mean, var, self.weight, self.bias, True, self.momentum, self.eps)
         with torch.no_grad():
-            batch_var, batch_mean = torch.var_mean(x.detach(), dim=(0, 2), unbiased=True)
+            # in float32 also under autocast (the buffers' dtype; half-precision sums of
+            # squares would lose the statistics)
+            batch_var, batch_mean = torch.var_mean(
+                x.detach().to(self.running_mean.dtype), dim=(0, 2), unbiased=True)
             self.running_mean.lerp_(batch_mean, self.momentum)
             self.running_var.lerp_(batch_var, self.momentum)
             self.num_batches_tracked.add_(1)

@@ -199,7 +199,11 @@ class SupernetTransducerModel(SparseSubnetsMixin, ESPnetASRModel):
             text, lens, ignore_id=self.ignore_id, blank_id=self.blank_id)
         self.decoder.set_device(feats.device)
         # shared by every subnet: the decoder is not elastic
-        dec_proj = self.joint_network.lin_dec(self.decoder(decoder_in))
+        # oneDNN has no bfloat16 LSTM: under CPU autocast the prediction network runs in
+        # float32 (CUDA autocast runs it in half precision)
+        with torch.autocast("cpu", enabled=False):
+            dec_out = self.decoder(decoder_in)
+        dec_proj = self.joint_network.lin_dec(dec_out)
         return front, dec_proj, target, u_len
 
     @torch.no_grad()
