@@ -61,8 +61,14 @@ class DiagonalSSM(torch.nn.Module):
         """K (C', L): the impulse response over ``length`` frames (of ``channels``)."""
         dt_a, b_bar, c = self.discrete(channels)
         steps = torch.arange(length, device=dt_a.device, dtype=torch.float32)
-        powers = torch.exp(dt_a[..., None] * steps)  # (C, N/2, L)
-        return 2.0 * torch.einsum("cn,cnl->cl", c * b_bar, powers).real
+        # 2 Re sum_n w_n exp(dtA_n l) in real arithmetic, w = C B_bar: with dtA = r + i q,
+        # exp(dtA l) = e^(r l) (cos(q l) + i sin(q l)); real exp/cos/sin and their
+        # gradients run about 3x faster on CPU than the complex exp and its gradient.
+        w = c * b_bar
+        magnitude = torch.exp(dt_a.real[..., None] * steps)  # (C, N/2, L)
+        angle = dt_a.imag[..., None] * steps
+        return 2.0 * (torch.einsum("cn,cnl->cl", w.real, magnitude * torch.cos(angle))
+                      - torch.einsum("cn,cnl->cl", w.imag, magnitude * torch.sin(angle)))
 
     # ---------------------------------------------------------------- forward forms
     def forward(self, u: torch.Tensor, channels: Optional[torch.Tensor] = None

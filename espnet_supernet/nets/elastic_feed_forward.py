@@ -12,6 +12,7 @@ from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
     PositionwiseFeedForward,
 )
 
+from espnet_supernet.nets.fast_dropout import dropout
 from espnet_supernet.nets.unit_gates import Gate, UnitSlice, cached_slice, select_rows
 
 
@@ -43,7 +44,7 @@ def elastic_feed_forward(
             cached_slice(gate, "b_1", (b_1,), lambda: select_rows(b_1, gate))))
         if adaptive_dropout:
             p = p * gate.fraction
-        hidden = F.dropout(hidden, p, ff.training)
+        hidden = dropout(hidden, p, ff.training)
         return F.linear(
             hidden, cached_slice(gate, "w_2", (w_2,), lambda: select_rows(w_2, gate, dim=1)),
             ff.w_2.bias)
@@ -53,5 +54,5 @@ def elastic_feed_forward(
         hidden = (hidden.unflatten(-1, (chunks, -1)) * gate[:, None]).flatten(-2)
         if adaptive_dropout:
             p = p * float(gate.detach().clamp(0, 1).mean())
-        return ff.w_2(F.dropout(hidden, p, ff.training))
+        return ff.w_2(dropout(hidden, p, ff.training))
     return ff(x)

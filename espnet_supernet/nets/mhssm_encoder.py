@@ -30,6 +30,7 @@ from espnet_supernet.nets.chunked_subsampling import (
     chunked_subsampling,
     receptive_field,
 )
+from espnet_supernet.nets.fast_dropout import use_fast_dropout
 from espnet_supernet.nets.multi_head_ssm import MultiHeadSSM
 
 
@@ -143,6 +144,7 @@ class MHSSMEncoder(AbsEncoder):
             for _ in range(num_blocks)
         )
         self.after_norm = LayerNorm(output_size) if normalize_before else None
+        use_fast_dropout(self)
 
     def output_size(self) -> int:
         return self._output_size

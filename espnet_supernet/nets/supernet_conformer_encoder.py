@@ -29,6 +29,7 @@ from espnet_supernet.nets.conformer_blocks import (
     frontend_forward,
 )
 from espnet_supernet.nets.elastic_attention import check_sliceable
+from espnet_supernet.nets.fast_dropout import use_fast_dropout
 from espnet_supernet.nets.subnet_space import (
     MODULE_TYPES,
     UnitLayout,
@@ -197,6 +198,7 @@ class SupernetConformerEncoder(ConformerEncoder):
         self._active_mask: List[int] = [1] * self.layout.num_units
         self._active_slot: Optional[int] = None
         self._size_statistics = True
+        use_fast_dropout(self)
         self.set_subnet(None)
 
     # ------------------------------------------------------------------ subnets

@@ -20,6 +20,7 @@ from espnet2.asr.transducer.error_calculator import ErrorCalculatorTransducer
 from espnet2.asr_transducer.utils import get_transducer_task_io
 from espnet2.torch_utils.device_funcs import force_gatherable
 
+from espnet_supernet.nets.fast_tanh import FastTanh
 from espnet_supernet.train.alpha_divergence import alpha_divergence
 from espnet_supernet.train.rnnt_loss import RNNTLoss
 from espnet_supernet.train.sparse_subnets import SparseSubnetsMixin
@@ -76,6 +77,8 @@ class SupernetTransducerModel(SparseSubnetsMixin, ESPnetASRModel):
                 raise ValueError("model 'supernet_transducer' needs encoder: supernet_mhssm; "
                                  f"{type(self.encoder).__name__} has no {attr}")
         self.decoder = self.decoder if self.decoder is not None else kwargs.get("decoder")
+        if type(joint_network.joint_activation) is torch.nn.Tanh:  # same function, faster
+            joint_network.joint_activation = FastTanh()
         self.joint_network = joint_network
         self.use_transducer_decoder = True
         self.criterion_transducer = RNNTLoss(self.blank_id, rnnt_loss)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tiny_models import TINY_ENCODER
+from espnet_supernet.nets import elastic_feed_forward as elastic_feed_forward_module
 from espnet_supernet.nets.elastic_feed_forward import elastic_feed_forward
 from espnet_supernet.nets.supernet_conformer_encoder import SupernetConformerEncoder
 from espnet_supernet.nets.subnet_cost import flop_counter
@@ -139,7 +140,7 @@ def test_adaptive_ffn_dropout_scales_with_kept_chunks(monkeypatch):
     ff = enc.encoders[0].feed_forward
     quarter = UnitSlice(torch.arange(6), torch.arange(1), 0.25)
     seen = []
-    monkeypatch.setattr(torch.nn.functional, "dropout",
+    monkeypatch.setattr(elastic_feed_forward_module, "dropout",
                         lambda h, p, training: seen.append(p) or h)
     elastic_feed_forward(ff, torch.ones(1, 3, 16), quarter, adaptive_dropout=True)
     elastic_feed_forward(ff, torch.ones(1, 3, 16), quarter, adaptive_dropout=False)
