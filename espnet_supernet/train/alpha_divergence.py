@@ -40,6 +40,7 @@ def alpha_divergence(
     alpha_min: float = -1.0,
     alpha_max: float = 1.0,
     iw_clip: float = 5.0,
+    normalized: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Adaptive alpha-divergence of each row (..., V) of the student from the teacher.
 
@@ -48,13 +49,15 @@ def alpha_divergence(
         student_logits: (..., V) of the student; the gradient flows only into these.
         alpha_min, alpha_max: the two alphas; per row the larger divergence is used.
         iw_clip: upper clip of the importance weights w^alpha.
+        normalized: both inputs are already log-probabilities (skips two log-softmaxes).
 
     Returns:
         ``(loss, divergence)``, both (...,): ``loss`` carries the gradient (its value is
         not the divergence), ``divergence`` is the detached value D of the chosen alpha.
     """
-    log_p = torch.log_softmax(teacher_logits.detach().float(), dim=-1)
-    log_q_grad = torch.log_softmax(student_logits.float(), dim=-1)
+    log_p, log_q_grad = teacher_logits.detach().float(), student_logits.float()
+    if not normalized:
+        log_p, log_q_grad = log_p.log_softmax(dim=-1), log_q_grad.log_softmax(dim=-1)
     log_q = log_q_grad.detach()
     d_min, rho_min = _divergence_terms(log_p, log_q, alpha_min, iw_clip)
     d_max, rho_max = _divergence_terms(log_p, log_q, alpha_max, iw_clip)

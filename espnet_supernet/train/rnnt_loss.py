@@ -26,7 +26,8 @@ IMPLEMENTATIONS = ("scan", "torchaudio")
 
 
 def rnnt_loss_scan(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.Tensor,
-                   target_lengths: torch.Tensor, blank: int = 0) -> torch.Tensor:
+                   target_lengths: torch.Tensor, blank: int = 0,
+                   normalized: bool = False) -> torch.Tensor:
     """Per-utterance RNN-T negative log-likelihood.
 
     Args:
@@ -35,11 +36,12 @@ def rnnt_loss_scan(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: t
         logit_lengths: valid frames (B,).
         target_lengths: valid labels (B,).
         blank: the blank id.
+        normalized: ``logits`` are already log-probabilities.
 
     Returns:
         (B,) losses.
     """
-    log_probs = logits.float().log_softmax(dim=-1)
+    log_probs = logits.float() if normalized else logits.float().log_softmax(dim=-1)
     batch, frames, nodes, _ = log_probs.shape
     blank_lp = log_probs[..., blank]  # (B, T, U + 1)
     labels = targets[:, : nodes - 1].long().clamp(0, log_probs.size(-1) - 1)
@@ -79,13 +81,15 @@ class RNNTLoss(torch.nn.Module):
         self.blank, self.implementation = blank, implementation
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor,
-                logit_lengths: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
-        """logits (B, T, U + 1, V), targets (B, U), lengths (B,) -> scalar."""
+                logit_lengths: torch.Tensor, target_lengths: torch.Tensor,
+                normalized: bool = False) -> torch.Tensor:
+        """logits (B, T, U + 1, V) (log-probabilities if ``normalized``), targets (B, U),
+        lengths (B,) -> scalar."""
         if self.implementation == "scan":
             return rnnt_loss_scan(logits, targets, logit_lengths, target_lengths,
-                                  self.blank).mean()
+                                  self.blank, normalized).mean()
         import torchaudio
 
         return torchaudio.functional.rnnt_loss(
             logits.float(), targets.int(), logit_lengths.int(), target_lengths.int(),
-            blank=self.blank, reduction="mean")
+            blank=self.blank, reduction="mean", fused_log_softmax=not normalized)

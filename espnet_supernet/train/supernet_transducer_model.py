@@ -169,14 +169,16 @@ class SupernetTransducerModel(SparseSubnetsMixin, ESPnetASRModel):
             self.set_subnet(name)
             with self.sparse_weights():
                 enc_out, enc_lens = self.encoder.forward_subnet(front)
-            joint = self._joint(enc_out, dec_proj)
-            loss = self.criterion_transducer(joint, target, enc_lens, u_len)
+            # log-probabilities once, for the RNN-T loss and the KD
+            log_probs = self._joint(enc_out, dec_proj).float().log_softmax(dim=-1)
+            loss = self.criterion_transducer(log_probs, target, enc_lens, u_len,
+                                             normalized=True)
             stats[f"loss_{slot}"] = loss.detach()
             if self.training and self.kd_weight > 0:
                 if teacher is None:
-                    teacher = joint.detach()
+                    teacher = log_probs.detach()
                 else:
-                    kd, value = self._lattice_kd(teacher, joint, enc_lens, u_len)
+                    kd, value = self._lattice_kd(teacher, log_probs, enc_lens, u_len)
                     loss = loss + self.kd_weight * kd
                     stats[f"kd_{slot}"] = value
             if not self.training:
@@ -237,9 +239,9 @@ class SupernetTransducerModel(SparseSubnetsMixin, ESPnetASRModel):
                     t_len: torch.Tensor, u_len: torch.Tensor
                     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Alpha-divergence of the student's joint distributions from the teacher's,
-        mean over the valid (t, u) nodes; both (B, T, U + 1, V)."""
+        mean over the valid (t, u) nodes; both log-probabilities (B, T, U + 1, V)."""
         loss, value = alpha_divergence(teacher, student, *self.kd_alpha_range,
-                                       iw_clip=self.kd_iw_clip)
+                                       iw_clip=self.kd_iw_clip, normalized=True)
         t = torch.arange(loss.size(1), device=loss.device)
         u = torch.arange(loss.size(2), device=loss.device)
         valid = (t[None, :, None] < t_len[:, None, None]) & \

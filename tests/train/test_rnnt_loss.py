@@ -61,3 +61,24 @@ def test_matches_torchaudio_values_and_gradients_with_padding():
 def test_unknown_implementation_is_rejected():
     with pytest.raises(ValueError, match="scan"):
         RNNTLoss(0, "warp")
+
+
+@pytest.mark.parametrize("implementation", ["scan", "torchaudio"])
+def test_log_probability_input_gives_the_same_loss_and_gradient(implementation):
+    """normalized=True (log-softmax done by the caller, shared with the KD) changes
+    nothing: same value and the same gradient with respect to the logits."""
+    pytest.importorskip("torchaudio")
+    torch.manual_seed(1)
+    B, T, U, V = 3, 12, 5, 6
+    logits = torch.randn(B, T, U + 1, V, requires_grad=True)
+    t_len, u_len = torch.tensor([12, 9, 5]), torch.tensor([5, 3, 4])
+    targets = torch.randint(1, V, (B, U))
+    loss = RNNTLoss(0, implementation)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = loss(logits, targets, t_len, u_len)
+        out = loss(logits.log_softmax(-1), targets, t_len, u_len, normalized=True)
+    grad_ref, = torch.autograd.grad(ref, logits)
+    grad, = torch.autograd.grad(out, logits)
+    assert out.item() == pytest.approx(ref.item(), rel=1e-6)
+    torch.testing.assert_close(grad, grad_ref, rtol=0, atol=1e-5)
