@@ -19,6 +19,9 @@ Writes into ``--outdir``:
     export.json              what was exported: kept blocks and module sizes, parameter
                              count, file sizes, max |exported - masked supernet| encoder
                              output difference, ONNX parity
+A size of a TODM supernet (``model: supernet_transducer``, e.g. ``--subnet d2w0.5``) is
+exported as a ``supernet_mhssm`` encoder built with that size's depth and widths only
+(``export/mhssm_export.py``), with the transducer decoder and joint network; no ONNX file.
 A sparsity level of an Omni-sparsity model (``--subnet sp70``) is exported as config.yaml,
 model.pth and export.json only: compressed weights (bitmask + nonzero values, see
 ``export/sparse_storage.py``) for unstructured sparsity, a physically smaller dense
@@ -39,11 +42,13 @@ import torch
 import yaml
 
 from espnet_supernet.bin.cli import run_cli
+from espnet_supernet.export.mhssm_export import export_mhssm_subnet
 from espnet_supernet.export.quantize import quantize_int8
 from espnet_supernet.export.sparse_export import export_sparsity_level
 from espnet_supernet.export.sparse_storage import compress_state_dict, read_sparse_file
 from espnet_supernet.export.subnet_export import SubnetExport, export_subnet
 from espnet_supernet.tasks.asr import SupernetASRTask
+from espnet_supernet.train.supernet_transducer_model import SupernetTransducerModel
 from espnet2.utils.types import str2bool
 
 
@@ -53,12 +58,10 @@ def load_supernet(config: Path, model_file: Optional[Path]) -> "tuple[torch.nn.M
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{path} does not exist")
     train_config = yaml.safe_load(Path(config).read_text())
-    sparse = train_config.get("sparsity") is not None
-    if train_config.get("model") != "supernet" and not (
-            sparse and train_config.get("model") == "supernet_transducer"):
+    if train_config.get("model") not in ("supernet", "supernet_transducer"):
         raise ValueError(f"{config} trains a '{train_config.get('model')}' model: export "
-                         "supports the Conformer CTC supernet (model: supernet) and "
-                         "sparsity levels of either supernet model")
+                         "supports the Conformer CTC supernet (model: supernet) and the "
+                         "TODM RNN-T supernet (model: supernet_transducer)")
     try:
         model, _ = SupernetASRTask.build_model_from_file(config, model_file, "cpu")
     except RuntimeError as error:  # state-dict mismatch
@@ -130,7 +133,18 @@ def export_model(supernet: torch.nn.Module, train_config: dict, outdir: Path, na
                  quantize: Optional[str] = None, source: Optional[dict] = None) -> dict:
     """Export a subnet of the loaded supernet into ``outdir``; returns the record written
     to ``outdir/export.json`` (see the module docstring)."""
-    result = export_subnet(supernet, train_config, name, build_from_config, mask=mask)
+    transducer = isinstance(supernet, SupernetTransducerModel)
+    if transducer:
+        if mask is not None:
+            raise ValueError("a TODM supernet exports named (depth, width) sizes only")
+        if onnx:
+            logging.info("no ONNX export for transducer models (encoder_ctc.onnx is "
+                         "encoder + CTC): skipped")
+            onnx = False
+        result = export_mhssm_subnet(supernet, train_config, name, build_from_config)
+        supernet.set_subnet(name)
+    else:
+        result = export_subnet(supernet, train_config, name, build_from_config, mask=mask)
     files = write_export(result, outdir)
     exported = build_from_config(result.config)
     exported.load_state_dict(torch.load(outdir / "model.pth"), strict=True)
@@ -139,7 +153,8 @@ def export_model(supernet: torch.nn.Module, train_config: dict, outdir: Path, na
         raise RuntimeError(f"exported model differs from the masked supernet by {diff:.2e}")
     record = {
         "subnet": result.name, "encoder": result.encoder, "kept_blocks": result.kept_blocks,
-        "blocks": result.blocks, "mask": supernet.encoder.active_mask,
+        "blocks": result.blocks,
+        "mask": None if transducer else supernet.encoder.active_mask,
         "params": result.num_params,
         "encoder_params": sum(p.numel() for p in exported.encoder.parameters()),
         "source": source or {}, "max_encoder_difference": diff,

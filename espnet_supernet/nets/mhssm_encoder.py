@@ -41,9 +41,10 @@ class SSMSelfAttention(torch.nn.Module):
     needed; key and value are the query in ESPnet's encoder layers.
     """
 
-    def __init__(self, d_model: int, heads: int, state_size: int, dropout_rate: float):
+    def __init__(self, d_model: int, heads: int, state_size: int, dropout_rate: float,
+                 head_dim: Optional[int] = None):
         super().__init__()
-        self.mhssm = MultiHeadSSM(d_model, heads, state_size, dropout_rate)
+        self.mhssm = MultiHeadSSM(d_model, heads, state_size, dropout_rate, head_dim)
 
     def forward(self, query, key, value, mask) -> torch.Tensor:
         """(B, T, D) -> (B, T, D)."""
@@ -106,6 +107,8 @@ class MHSSMEncoder(AbsEncoder):
         causal_conv: left-padded conv module (streaming) or ESPnet's centred one.
         activation_type: FFN and conv activation (ESPnet names).
         normalize_before: pre-norm blocks.
+        ssm_head_dim: SSM channels per head (default output_size / ssm_heads; an exported
+            narrow TODM size has fewer).
     """
 
     @typechecked
@@ -122,6 +125,7 @@ class MHSSMEncoder(AbsEncoder):
         causal_conv: bool = True,
         activation_type: str = "swish",
         normalize_before: bool = True,
+        ssm_head_dim: Optional[int] = None,
     ):
         super().__init__()
         self._output_size = output_size
@@ -137,7 +141,8 @@ class MHSSMEncoder(AbsEncoder):
         self.encoders = torch.nn.ModuleList(
             EncoderLayer(
                 output_size,
-                SSMSelfAttention(output_size, ssm_heads, ssm_state_size, dropout_rate),
+                SSMSelfAttention(output_size, ssm_heads, ssm_state_size, dropout_rate,
+                                 ssm_head_dim),
                 ffn(), ffn(), conv_class(output_size, cnn_module_kernel, activation),
                 dropout_rate, normalize_before,
             )

@@ -2,11 +2,12 @@
 for Speech Recognition", Interspeech 2023), the replacement of self-attention in the
 blocks of TODM's encoder (Shangguan et al., ICASSP 2024).
 
-The input (B, T, D) is projected and split into H heads of D / H channels; every channel is
-a causal diagonal SSM (:class:`~espnet_supernet.nets.diagonal_ssm.DiagonalSSM`). Heads
-gate each other in pairs, head 2i's output times sigmoid(head 2i+1's) (the paper's
-inter-head gating; which heads pair up is this implementation's choice), and the D / 2
-gated channels are projected back to D. Everything is causal, so :meth:`forward_chunk`
+The input (B, T, D) is projected and split into H heads of c = D / H channels (or
+``head_dim``); every channel is a causal diagonal SSM
+(:class:`~espnet_supernet.nets.diagonal_ssm.DiagonalSSM`). Heads gate each other in pairs,
+head 2i's output times sigmoid(head 2i+1's) (the paper's inter-head gating; which heads
+pair up is this implementation's choice), and the H / 2 x c gated channels are projected
+back to D. Everything is causal, so :meth:`forward_chunk`
 streams with the SSM state carried between chunks.
 """
 
@@ -26,18 +27,21 @@ class MultiHeadSSM(torch.nn.Module):
         heads: H, even, dividing D.
         state_size: complex modes per channel (see ``DiagonalSSM``).
         dropout_rate: dropout on the gated heads.
+        head_dim: SSM channels per head (default D / H; smaller in an exported narrow
+            TODM size).
     """
 
     def __init__(self, d_model: int, heads: int = 4, state_size: int = 32,
-                 dropout_rate: float = 0.0):
+                 dropout_rate: float = 0.0, head_dim: Optional[int] = None):
         super().__init__()
-        if heads % 2 or d_model % heads:
+        if heads % 2 or (head_dim is None and d_model % heads):
             raise ValueError(f"MH-SSM needs an even head count dividing d_model={d_model}, "
                              f"got {heads}")
-        self.heads, self.head_dim = heads, d_model // heads
-        self.in_proj = torch.nn.Linear(d_model, d_model)
-        self.ssm = DiagonalSSM(d_model, state_size)
-        self.out_proj = torch.nn.Linear(d_model // 2, d_model)
+        self.heads, self.head_dim = heads, head_dim or d_model // heads
+        inner = heads * self.head_dim
+        self.in_proj = torch.nn.Linear(d_model, inner)
+        self.ssm = DiagonalSSM(inner, state_size)
+        self.out_proj = torch.nn.Linear(inner // 2, d_model)
         self.dropout = torch.nn.Dropout(dropout_rate)
 
     def _gate(self, y: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
-"""TODM through the recipe (stages 11-13) on the tiny corpus: an MH-SSM RNN-T supernet
+"""TODM through the recipe (stages 11-14) on the tiny corpus: an MH-SSM RNN-T supernet
 trained with the sandwich rule, alpha-divergence KD, adaptive dropout and ScaledAdam +
-Eden, every size decoded with transducer beam search and scored.
+Eden, every size decoded with transducer beam search and scored, then exported as a
+standalone smaller model.
 
 Reuses the prepared copy of the ``trained`` fixture (data, BPE, statistics).
 """
@@ -16,12 +17,12 @@ TODM_ARGS = ("--asr_config", "conf/tuning/train_todm_mhssm_tiny.yaml",
              "--use_lm", "false", "--test_sets", "test_clean")
 
 
-def test_todm_stages_11_to_13(trained, run_recipe):
+def test_todm_stages_11_to_14(trained, run_recipe):
     args = [a for a in TINY_ARGS]
     args[args.index("--asr_config") + 1] = TODM_ARGS[1]
     args[args.index("--inference_config") + 1] = TODM_ARGS[3]
     run = run_recipe(trained.recipe, *args, *TODM_ARGS[4:], "--stage", "11",
-                     "--stop_stage", "13", log_name="run_todm.log")
+                     "--stop_stage", "14", log_name="run_todm.log")
     assert run.returncode == 0, run.tail()
     exp = trained.recipe / "exp/asr_train_todm_mhssm_tiny"
     log = (exp / "train.log").read_text()
@@ -36,3 +37,7 @@ def test_todm_stages_11_to_13(trained, run_recipe):
         assert re.search(rf"\| {re.escape(size)} \| test_clean \| .* \| \d+\.\d+ \|", results), results
         hyp = exp / f"decode_transducer_tiny_size{size}/test_clean/text"
         assert hyp.is_file() and hyp.read_text().strip()
+        export = json.loads((exp / f"export/size{size}/export.json").read_text())
+        assert export["encoder_params"] == report[size]["encoder_params"]
+        assert export["max_encoder_difference"] < 1e-4
+        assert (exp / f"export/size{size}/model_int8.pth").is_file()

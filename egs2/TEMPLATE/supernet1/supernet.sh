@@ -293,8 +293,13 @@ if [ $stage -le 14 ] && [ $stop_stage -ge 14 ]; then
       --asr_model_file $model_file --subnet $size --outdir $asr_exp/export/size$size \
       --quantize int8
   done
-  log "Stage 14: latency ($latency_threads threads), greedy WER fp32/int8 -> $asr_exp/RESULTS.md, $asr_exp/pareto.png"
-  $python -m espnet_supernet.bin.deploy_report --exp $asr_exp --test_sets "$test_sets" \
-    --dumpdir $dumpdir --threads $latency_threads
+  if grep -q "^model: supernet_transducer" $asr_exp/config.yaml; then
+    # the deployment table decodes with CTC greedy search: CTC models only
+    log "Stage 14: TODM sizes exported (decode them with espnet_supernet.bin.asr_inference); no deployment table for transducer models"
+  else
+    log "Stage 14: latency ($latency_threads threads), greedy WER fp32/int8 -> $asr_exp/RESULTS.md, $asr_exp/pareto.png"
+    $python -m espnet_supernet.bin.deploy_report --exp $asr_exp --test_sets "$test_sets" \
+      --dumpdir $dumpdir --threads $latency_threads
+  fi
 fi
 log "Successfully finished stages $stage-$stop_stage"

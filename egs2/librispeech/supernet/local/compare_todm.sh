@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 conf=conf/train_todm_mhssm_demo.yaml
 tag=train_todm_mhssm_demo
 todm=(--asr_config "$conf" --inference_config conf/decode_transducer.yaml --use_lm false
-      --stop_stage 13)  # stage 14 exports Conformer subnets only
+      --stop_stage 13)  # export sizes afterwards with --stage 14 (and the same --asr_tag)
 
 for run in ${RUNS:-todm alone no_adaptive_dropout no_kd adam}; do
   case $run in
