@@ -102,25 +102,50 @@ def convolution_forward(conv: ConvolutionModule, x: torch.Tensor) -> torch.Tenso
     h = F.glu(h, dim=-1).transpose(1, 2)  # (B, C, T), channels last in memory
     dw, norm = conv.depthwise_conv, conv.norm
     if type(dw) is torch.nn.Conv1d:
-        weight, bias = dw.weight, dw.bias
         stats = _inference_statistics(norm)
         if stats is not None:  # eval: the BatchNorm folded into the depthwise weights
-            scale = norm.weight * torch.rsqrt(stats[1] + norm.eps)
-            weight = weight * scale[:, None, None]
-            bias = (0.0 if bias is None else bias) - stats[0]
-            bias = bias * scale + norm.bias
-            norm = torch.nn.Identity()
-        elif weight.requires_grad and torch.is_grad_enabled():
-            weight = StandardStridesGrad.apply(weight)
+            weight, bias = _folded_depthwise(dw, norm, stats)
+            norm = None
+        else:
+            weight, bias = dw.weight, dw.bias
+            if weight.requires_grad and torch.is_grad_enabled():
+                weight = StandardStridesGrad.apply(weight)
+            weight = weight.unsqueeze(2)
         h = F.conv2d(h.unsqueeze(2).contiguous(memory_format=torch.channels_last),
-                     weight.unsqueeze(2), bias, padding=(0, dw.padding[0]),
-                     groups=dw.groups).squeeze(2)
+                     weight, bias, padding=(0, dw.padding[0]), groups=dw.groups).squeeze(2)
     else:  # a wrapped convolution (e.g. the ONNX export's padding mask): as a module
         h = dw(h)
-    h = norm(h)
+    if norm is not None:
+        h = norm(h)
     h = F.silu(h) if type(conv.activation) is Swish else conv.activation(h)  # (B, C, T)
     return F.linear(h.transpose(1, 2), conv.pointwise_conv2.weight.squeeze(-1),
                     conv.pointwise_conv2.bias)
+
+
+def _folded_depthwise(dw: torch.nn.Conv1d, norm: torch.nn.BatchNorm1d,
+                      stats: Tuple[torch.Tensor, torch.Tensor]
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Depthwise weight (C, 1, 1, K) and bias (C,) with the eval BatchNorm (``stats`` =
+    mean, var) folded in. Without gradients they are kept on ``dw`` until a source changes
+    (its storage or version: an optimizer step, a BN re-estimation, another size's
+    statistics slot), so inference does not refold them on every call."""
+    sources = [dw.weight, norm.weight, norm.bias, stats[0], stats[1]]
+    if dw.bias is not None:
+        sources.append(dw.bias)
+
+    def build() -> Tuple[torch.Tensor, torch.Tensor]:
+        scale = norm.weight * torch.rsqrt(stats[1] + norm.eps)
+        weight = (dw.weight * scale[:, None, None]).unsqueeze(2)
+        bias = ((0.0 if dw.bias is None else dw.bias) - stats[0]) * scale + norm.bias
+        return weight, bias
+
+    if torch.is_grad_enabled():
+        return build()
+    key = tuple((t.data_ptr(), t._version) for t in sources) + (norm.eps,)
+    cached = dw.__dict__.get("_folded_bn")
+    if cached is None or cached[0] != key:
+        cached = dw.__dict__["_folded_bn"] = (key, build())
+    return cached[1]
 
 
 def _inference_statistics(norm: torch.nn.Module
@@ -192,10 +217,12 @@ def gated_block_forward(
             scale = scale * gate if gate.dim() == 0 else scale
         elif gate != 1:
             scale = scale * gate
+        if layer.training:
+            h = layer.dropout(h)
         if isinstance(scale, torch.Tensor):  # a soft gate (selection step 1)
-            x = x + scale * layer.dropout(h)
+            x = x + scale * h
         else:  # x + scale * h in one pass
-            x = torch.add(x, layer.dropout(h), alpha=scale)
+            x = torch.add(x, h, alpha=scale)
         if not normalize_before:
             x = norm(x)
     return layer.norm_final(x)

@@ -41,7 +41,9 @@ def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """``torch.nn.functional.dropout`` with the cheaper CPU mask."""
-    if not training or x.device.type != "cpu" or p <= 0.0 or p >= 1.0:
+    if not training or p <= 0.0:
+        return x
+    if x.device.type != "cpu" or p >= 1.0:
         return F.dropout(x, p, training)
     return _MaskedScale.apply(x, keep_mask(x.shape, p, x.device), 1.0 / (1.0 - p))
 

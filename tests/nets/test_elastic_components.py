@@ -197,3 +197,41 @@ def test_conv_module_with_folded_batch_norm_equals_espnet():
     torch.testing.assert_close(convolution_forward(conv, x), expected, atol=1e-5, rtol=1e-5)
     switchable.active_slot = None  # the shared statistics differ from slot 1's
     assert not torch.allclose(convolution_forward(conv, x), expected, atol=1e-3)
+
+
+def test_folded_conv_weights_are_cached_until_the_statistics_change():
+    """Without gradients the BN-folded depthwise weights are kept; another size's slot, a
+    re-estimation (in-place update) or new weights must give fresh results."""
+    from espnet.nets.pytorch_backend.conformer.convolution import ConvolutionModule
+    from espnet.nets.pytorch_backend.conformer.swish import Swish
+
+    from espnet_supernet.nets.conformer_blocks import convolution_forward
+    from espnet_supernet.nets.switchable_batch_norm import SwitchableBatchNorm1d
+
+    torch.manual_seed(0)
+    conv = ConvolutionModule(16, 5, Swish())
+    conv.norm = SwitchableBatchNorm1d.from_batch_norm(conv.norm, 2).eval()
+    conv.eval()
+    with torch.no_grad():
+        conv.norm.slot_running_mean.normal_()
+        conv.norm.slot_running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 30, 16)
+
+    def check(slot):
+        conv.norm.active_slot = slot
+        expected = conv(x)
+        with torch.inference_mode():
+            out = convolution_forward(conv, x)
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+        return out
+
+    first = check(1)
+    assert "_folded_bn" in conv.depthwise_conv.__dict__  # kept for the next call
+    assert not torch.allclose(check(0), first, atol=1e-3)  # the other slot's statistics
+    torch.testing.assert_close(check(1), first)
+    with torch.no_grad():
+        conv.norm.slot_running_mean[1].add_(0.5)  # a BN re-estimation, in place
+    assert not torch.allclose(check(1), first, atol=1e-3)
+    with torch.no_grad():
+        conv.depthwise_conv.weight.mul_(2.0)  # an optimizer step
+    check(1)
