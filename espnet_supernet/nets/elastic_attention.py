@@ -59,9 +59,9 @@ def elastic_self_attention(
     """
     sliced = gate if isinstance(gate, UnitSlice) else None
     head_weights = gate if isinstance(gate, torch.Tensor) and gate.dim() == 1 else None
-    tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
     if (type(att) not in SLICEABLE_ATTENTION or getattr(att, "use_sdpa", False)
-            or (tracing and sliced is None and head_weights is None)):
+            or (sliced is None and head_weights is None
+                and (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()))):
         return att(x, x, x, pos_emb, mask) if pos_emb is not None else att(x, x, x, mask)
 
     def rows_of(name: str, params: Tuple[torch.Tensor, ...], dim: int = 0) -> torch.Tensor:

@@ -8,6 +8,7 @@ chunks it drops. Its dropout can follow its width (adaptive FFN dropout).
 
 import torch
 import torch.nn.functional as F
+from espnet.nets.pytorch_backend.conformer.swish import Swish
 from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
     PositionwiseFeedForward,
 )
@@ -29,7 +30,7 @@ def elastic_feed_forward(
         x: input (B, T, D).
         gate: a :class:`UnitSlice` (sliced computation), a 1-d tensor of chunk weights
             (full computation, hidden chunk ``u`` scaled by ``gate[u]``) or anything else
-            (the stock forward; scaling is the caller's job).
+            (every unit, as the module's own forward; scaling is the caller's job).
         adaptive_dropout: scale the hidden dropout by the fraction of kept chunks (for
             soft chunk weights: by their mean, detached).
 
@@ -39,7 +40,7 @@ def elastic_feed_forward(
     p = ff.dropout.p
     if isinstance(gate, UnitSlice):
         w_1, b_1, w_2 = ff.w_1.weight, ff.w_1.bias, ff.w_2.weight
-        hidden = ff.activation(F.linear(
+        hidden = activation(ff, F.linear(
             x, cached_slice(gate, "w_1", (w_1,), lambda: select_rows(w_1, gate)),
             cached_slice(gate, "b_1", (b_1,), lambda: select_rows(b_1, gate))))
         if adaptive_dropout:
@@ -49,10 +50,16 @@ def elastic_feed_forward(
             hidden, cached_slice(gate, "w_2", (w_2,), lambda: select_rows(w_2, gate, dim=1)),
             ff.w_2.bias)
     if isinstance(gate, torch.Tensor) and gate.dim() == 1:
-        hidden = ff.activation(ff.w_1(x))
+        hidden = activation(ff, ff.w_1(x))
         chunks = gate.numel()
         hidden = (hidden.unflatten(-1, (chunks, -1)) * gate[:, None]).flatten(-2)
         if adaptive_dropout:
             p = p * float(gate.detach().clamp(0, 1).mean())
         return ff.w_2(dropout(hidden, p, ff.training))
-    return ff(x)
+    return ff.w_2(dropout(activation(ff, ff.w_1(x)), p, ff.training))
+
+
+def activation(ff: PositionwiseFeedForward, hidden: torch.Tensor) -> torch.Tensor:
+    """The module's activation; ESPnet's ``Swish`` (x * sigmoid(x), two passes) as the
+    fused ``F.silu`` (the same function, one pass over the (B, T, hidden) tensor)."""
+    return F.silu(hidden) if type(ff.activation) is Swish else ff.activation(hidden)

@@ -107,10 +107,10 @@ def test_set_subnet_validates_and_unknown_name_lists_valid():
 def _count_calls(enc):
     calls = {}
     for i, layer in enumerate(enc.encoders):
-        # the conv module and the attention run through their weights (see
-        # convolution_forward, elastic_attention): hook their pre-norms
-        for j, mod in enumerate([layer.feed_forward_macaron, layer.norm_mha,
-                                 layer.norm_conv, layer.feed_forward]):
+        # the modules run through their weights (see elastic_feed_forward,
+        # elastic_attention, convolution_forward): hook their pre-norms
+        for j, mod in enumerate([layer.norm_ff_macaron, layer.norm_mha,
+                                 layer.norm_conv, layer.norm_ff]):
             mod.register_forward_hook(
                 lambda *a, key=4 * i + j: calls.__setitem__(key, calls.get(key, 0) + 1))
     return calls

@@ -53,8 +53,8 @@ def test_largest_warmup_trains_only_the_largest_then_sandwich(batch):
     model = make_model(largest_warmup_steps=1)
     model.train()
     ran = []
-    model.encoder.encoders[0].feed_forward.register_forward_hook(lambda *a: ran.append(0))
-    model.encoder.encoders[2].feed_forward.register_forward_hook(lambda *a: ran.append(2))
+    model.encoder.encoders[0].norm_ff.register_forward_hook(lambda *a: ran.append(0))
+    model.encoder.encoders[2].norm_ff.register_forward_hook(lambda *a: ran.append(2))
     loss, stats, _ = model(**batch)  # step 0: warm-up, only the largest
     assert ran == [0, 2]
     assert torch.allclose(loss, stats["loss_max"])
