@@ -18,5 +18,5 @@ setup(
         "jiwer",
     ],
     extras_require={"train": ["tensorboard", "matplotlib"], "export": ["onnx", "onnxruntime"],
-                    "test": ["pytest"]},
+                    "test": ["pytest", "pytest-xdist"]},
 )

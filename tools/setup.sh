@@ -10,7 +10,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 python=${PYTHON:-python3.11}
-reqs="torch==2.9.1 torchaudio==2.9.1 espnet==202511 sentencepiece==0.2.0 kaldiio==2.18.1 soundfile==0.14.0 jiwer==4.0.0 tensorboard==2.21.0 matplotlib==3.11.2 onnx==1.23.2 onnxruntime==1.32.0 pytest==9.2.0"
+reqs="torch==2.9.1 torchaudio==2.9.1 espnet==202511 sentencepiece==0.2.0 kaldiio==2.18.1 soundfile==0.14.0 jiwer==4.0.0 tensorboard==2.21.0 matplotlib==3.11.2 onnx==1.23.2 onnxruntime==1.32.0 pytest==9.2.0 pytest-xdist==3.8.0"
 stamp=.venv/.espnet_supernet_stamp
 
 need_apt=()

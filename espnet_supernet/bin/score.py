@@ -19,7 +19,8 @@ object per line::
 paths are relative to the current directory), scores every entry, writes each
 ``result.txt``, writes RESULTS.md to ``--results_md`` and prints its tables. With several
 ``--summary`` files (one per experiment, titled by its directory name) RESULTS.md starts
-with a table comparing their WER / CER size by size.
+with a table comparing their WER / CER size by size; ``--keep_missing`` also keeps the
+experiments an existing ``--results_md`` has that no ``--summary`` names.
 Exits non-zero on an unreadable file, a malformed entry or an empty reference
 transcript (the message names the utterance).
 """
@@ -34,6 +35,7 @@ from typing import List, Optional, Sequence
 from espnet_supernet.data.scoring import (
     ResultRow,
     format_result,
+    read_results_md,
     results_table,
     score_files,
     write_result,
@@ -67,6 +69,10 @@ def get_parser() -> argparse.ArgumentParser:
                         help="JSON-lines file of entries to score (repeatable: one per "
                         "experiment, compared in RESULTS.md).")
     parser.add_argument("--results_md", help="RESULTS.md to write (summary mode).")
+    parser.add_argument("--keep_missing", action="store_true",
+                        help="Keep the experiments of the existing --results_md that no "
+                        "--summary names (e.g. their exp dirs were cleaned since), as "
+                        "they were written, in its comparison and sections.")
     return parser
 
 
@@ -146,7 +152,13 @@ def main(cmd: Optional[Sequence[str]] = None) -> None:
                 if title in sections:
                     parser.error(f"two --summary files from the same directory: {path}")
                 sections[title] = score_summary(path)
-            write_results_md(sections, args.results_md)
+            kept = None
+            if args.keep_missing and os.path.exists(args.results_md):
+                kept = read_results_md(args.results_md)
+                for title in kept:
+                    if title not in sections:
+                        logging.info(f"keeping {title} from {args.results_md}")
+            write_results_md(sections, args.results_md, kept)
             for title, rows in sections.items():
                 print(f"{title}\n{results_table(rows)}")
     except (OSError, ValueError) as error:

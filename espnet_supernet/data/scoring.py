@@ -14,7 +14,7 @@ import logging
 import os
 import platform
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import jiwer
 
@@ -363,15 +363,21 @@ def results_table(rows: Sequence[ResultRow]) -> str:
     return "\n".join(lines)
 
 
-def comparison_table(sections: Dict[str, Sequence[ResultRow]]) -> str:
-    """WER / CER of every size and test set side by side, one column per experiment."""
+def comparison_table(sections: Dict[str, Sequence[ResultRow]],
+                     kept: Optional[Dict[str, "KeptSection"]] = None) -> str:
+    """WER / CER of every size and test set side by side, one column per experiment
+    (``sections`` scored now, ``kept`` as an earlier RESULTS.md had them), titles sorted
+    when there are kept ones."""
     cells: Dict[Tuple[str, str], Dict[str, str]] = {}
     for title, rows in sections.items():
         for r in rows:
             cells.setdefault((r.size, r.test_set), {})[title] = (
                 f"{r.wer.error_rate:.2f} / {r.cer.error_rate:.2f}"
             )
-    titles = list(sections)
+    for title, section in (kept or {}).items():
+        for key, cell in section.cells.items():
+            cells.setdefault(key, {})[title] = cell
+    titles = sorted([*sections, *kept]) if kept else list(sections)
     lines = [
         "| size | test set | " + " | ".join(titles) + " |",
         "|---|---|" + "---:|" * len(titles),
@@ -384,35 +390,77 @@ def comparison_table(sections: Dict[str, Sequence[ResultRow]]) -> str:
     return "\n".join(lines)
 
 
-def write_results_md(sections: Dict[str, Sequence[ResultRow]], path: str) -> None:
+class KeptSection(NamedTuple):
+    """An experiment's section of an earlier RESULTS.md, kept as it was written.
+
+    Attributes:
+        body: The section's text after its ``## <title>`` line.
+        cells: ``{(size, test set): "WER / CER"}`` from its table.
+    """
+
+    body: str
+    cells: Dict[Tuple[str, str], str]
+
+
+def read_results_md(path: str) -> Dict[str, KeptSection]:
+    """The experiment sections of a RESULTS.md that :func:`write_results_md` wrote.
+
+    Returns:
+        ``{experiment title: section}``, in file order (no Environments / Comparison).
+    """
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    sections: Dict[str, KeptSection] = {}
+    for chunk in text.split("\n## ")[1:]:
+        title, _, body = chunk.partition("\n")
+        if title in ("Environments", "Comparison"):
+            continue
+        cells, header = {}, None
+        for line in body.splitlines():
+            if not line.startswith("|"):
+                continue
+            row = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if header is None:
+                header = row
+            elif not row[0].startswith("-"):
+                col = dict(zip(header, row))
+                cells[col["size"], col["test set"]] = f"{col['WER']} / {col['CER']}"
+        sections[title.strip()] = KeptSection(body.rstrip("\n") + "\n", cells)
+    return sections
+
+
+def write_results_md(sections: Dict[str, Sequence[ResultRow]], path: str,
+                     kept: Optional[Dict[str, KeptSection]] = None) -> None:
     """Writes RESULTS.md: environment, a comparison (several experiments), one table each.
 
     Args:
         sections: ``{experiment title: rows}``, rows one per size and test set.
         path: The output file (its directory is created).
+        kept: Sections of an earlier RESULTS.md (:func:`read_results_md`) to keep as
+            they were; a title in ``sections`` replaces its kept section.
     """
+    kept = {t: k for t, k in (kept or {}).items() if t not in sections}
     directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, exist_ok=True)
     parts = ["# RESULTS", "", "## Environments", environment_line(), ""]
-    if len(sections) > 1:
+    if len(sections) + len(kept) > 1:
         parts += [
             "## Comparison",
             "WER / CER in % of every size, one column per experiment.",
             "",
-            comparison_table(sections),
+            comparison_table(sections, kept),
             "",
         ]
-    for title, rows in sections.items():
-        parts += [
-            f"## {title}",
-            "WER and CER in %; S, D, I: substituted, deleted and inserted words "
-            "(counts) out of `words` reference words; enc GFLOPs/s: encoder GFLOPs "
-            "per second of audio (cost model, 10 s utterance); params: see "
-            "`subnets.json`.",
-            "",
-            results_table(rows),
-            "",
-        ]
+    bodies = {
+        title: "WER and CER in %; S, D, I: substituted, deleted and inserted words "
+        "(counts) out of `words` reference words; enc GFLOPs/s: encoder GFLOPs "
+        "per second of audio (cost model, 10 s utterance); params: see "
+        "`subnets.json`.\n\n" + results_table(rows) + "\n"
+        for title, rows in sections.items()
+    }
+    bodies.update({title: section.body for title, section in kept.items()})
+    for title in (sorted(bodies) if kept else bodies):
+        parts += [f"## {title}", bodies[title]]
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(parts))

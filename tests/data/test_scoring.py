@@ -152,6 +152,23 @@ def test_cli_pair_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert "| 2 | test | 50.00 / 50.00 | - |" in text
     assert "| 16 | test | 50.00 / 50.00 | 0.00 / 0.00 |" in text
 
+    # asr_b's exp dir is gone: --keep_missing keeps its column and section as written
+    section = text[text.index("## asr_b"):]
+    (other.parent / "score_summary.jsonl").unlink()
+    (tmp_path / "asr_c").mkdir()
+    third = tmp_path / "asr_c" / "score_summary.jsonl"
+    third.write_text(json.dumps({**entry, "size": "2", "hyp": str(ref)}) + "\n")
+    main(["--summary", str(entries), "--summary", str(third), "--results_md", str(results_md),
+          "--keep_missing"])
+    text = results_md.read_text()
+    assert f"| size | test set | asr_b | asr_c | {tmp_path.name} |" in text  # titles sorted
+    assert "| 2 | test | - | 0.00 / 0.00 | 50.00 / 50.00 |" in text
+    assert "| 16 | test | 0.00 / 0.00 | - | 50.00 / 50.00 |" in text
+    assert section in text and text.count("## asr_b") == 1 and "## asr_c" in text
+    # without it, only what was scored now
+    main(["--summary", str(third), "--results_md", str(results_md)])
+    assert "asr_b" not in results_md.read_text()
+
 
 def test_cli_empty_reference_exits(tmp_path: Path) -> None:
     (tmp_path / "ref").write_text("u1 A\nbad_utt\n")

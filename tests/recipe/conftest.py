@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
 import pytest
-from e2e_run import ASR_EXP, TINY_ARGS, Trained
+from e2e_run import ASR_EXP, TINY_ARGS, Prepared, Trained
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE_REL = Path("egs2/librispeech/supernet")
@@ -180,11 +180,29 @@ def run_recipe() -> Callable[..., RecipeRun]:
 
 
 @pytest.fixture(scope="session")
-def trained(recipe_copy, tiny_corpus, run_recipe) -> Trained:
+def prepared(recipe_copy, tiny_corpus, run_recipe) -> Prepared:
+    """A recipe copy with stages 1-10 done on the tiny corpus (data, dump, BPE, LM,
+    feature statistics): where every recipe test trains its own models.
+
+    With ``pytest -n`` (tools/test.sh) each worker that runs recipe tests makes its own.
+    """
     recipe = recipe_copy("e2e")
-    run = run_recipe(recipe, *TINY_ARGS, corpus=tiny_corpus, log_name="run_1-14.log")
+    run = run_recipe(recipe, *TINY_ARGS, "--stop_stage", "10", corpus=tiny_corpus,
+                     log_name="run_1-10.log")
     if run.returncode != 0:
-        pytest.fail(f"./run.sh (stages 1-14) failed\n{run.tail()}")
-    train_log = recipe / ASR_EXP / "train.log"
+        pytest.fail(f"./run.sh (stages 1-10) failed\n{run.tail()}")
+    return Prepared(recipe, tiny_corpus, run)
+
+
+@pytest.fixture(scope="session")
+def trained(prepared, run_recipe) -> Trained:
+    """``prepared`` after stages 11-14 of the tiny supernet (training, decoding every
+    size, scoring, export)."""
+    run = run_recipe(prepared.recipe, *TINY_ARGS, "--stage", "11", corpus=prepared.corpus,
+                     log_name="run_11-14.log")
+    if run.returncode != 0:
+        pytest.fail(f"./run.sh (stages 11-14) failed\n{run.tail()}")
+    train_log = prepared.recipe / ASR_EXP / "train.log"
     assert train_log.is_file(), run.tail()
-    return Trained(recipe, tiny_corpus, run, train_log.read_text(encoding="utf-8"))
+    return Trained(prepared.recipe, prepared.corpus, prepared.run, run,
+                   train_log.read_text(encoding="utf-8"))

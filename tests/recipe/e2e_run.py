@@ -24,19 +24,36 @@ TINY_ARGS = (
 
 
 @dataclass
-class Trained:
-    """The trained recipe copy.
+class Prepared:
+    """A recipe copy after stages 1-10 (data, dump, BPE, LM, feature statistics).
 
     Attributes:
         recipe: The recipe directory.
         corpus: LIBRISPEECH of the run.
-        run: The stages 1-14 run.
+        run: The stages 1-10 run (conftest.RecipeRun).
+    """
+
+    recipe: Path
+    corpus: Path
+    run: Any
+
+
+@dataclass
+class Trained:
+    """The prepared copy after stages 11-14 of the tiny supernet.
+
+    Attributes:
+        recipe: The recipe directory.
+        corpus: LIBRISPEECH of the run.
+        prepare_run: The stages 1-10 run.
+        run: The stages 11-14 run.
         train_log: train.log as the training wrote it (later runs overwrite it).
     """
 
     recipe: Path
     corpus: Path
-    run: Any  # conftest.RecipeRun
+    prepare_run: Any  # conftest.RecipeRun
+    run: Any
     train_log: str
 
     @property

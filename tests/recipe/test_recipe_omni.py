@@ -2,7 +2,7 @@
 trained for three structured sparsity levels, the sparsest and the dense one decoded,
 scored, exported as physically smaller dense models and measured.
 
-Reuses the prepared copy of the ``trained`` fixture (data, BPE, statistics).
+Starts from the ``prepared`` fixture (data, BPE, statistics).
 """
 
 import json
@@ -13,15 +13,15 @@ from e2e_run import TINY_ARGS
 LEVELS = ("sp80", "sp50", "sp0")
 
 
-def test_omni_sparsity_stages_11_to_14(trained, run_recipe):
+def test_omni_sparsity_stages_11_to_14(prepared, run_recipe):
     args = list(TINY_ARGS)
     args[args.index("--asr_config") + 1] = "conf/tuning/train_supernet_conformer_tiny_omni.yaml"
     args[args.index("--inference_config") + 1] = "conf/decode_ctc_greedy.yaml"
-    run = run_recipe(trained.recipe, *args, "--use_lm", "false", "--test_sets", "test_clean",
+    run = run_recipe(prepared.recipe, *args, "--use_lm", "false", "--test_sets", "test_clean",
                      "--subnets", "sp80 sp0", "--stage", "11", "--stop_stage", "14",
                      log_name="run_omni.log")
     assert run.returncode == 0, run.tail()
-    exp = trained.recipe / "exp/asr_train_supernet_conformer_tiny_omni"
+    exp = prepared.recipe / "exp/asr_train_supernet_conformer_tiny_omni"
     log = (exp / "train.log").read_text()
     assert re.search(r"1epoch results: \[train\].*loss_max=[\d.]+.*loss_min=[\d.]+", log)
     assert re.search(r"\[valid\].*loss_sp80=[\d.]+.*loss_sp0=", log), log[-3000:]

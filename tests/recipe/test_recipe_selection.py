@@ -1,6 +1,6 @@
 """Learned subnet selection through the recipe (stages 11-13) on the tiny corpus.
 
-Reuses the prepared copy of the ``trained`` fixture (data, BPE, statistics) and trains
+Starts from the ``prepared`` fixture (data, BPE, statistics) and trains
 the tiny supernet with each learned selection method: one epoch of step 1, then the
 sandwich rule on the frozen masks (Simple-Top-k is also decoded and scored, on test_clean
 only, to keep the suite short). A second Simple-Top-k run is interrupted in step 1 and
@@ -27,16 +27,16 @@ def selection_args(method: str, max_epoch: int) -> tuple:
 
 
 @pytest.fixture(scope="module")
-def selected(trained, run_recipe):
+def selected(prepared, run_recipe):
     """{method: exp dir} after 2 epochs (1 of them step 1); simple_topk decoded too."""
     exps = {}
     for method in METHODS:
         stop = "13" if method == DECODED else "11"
-        run = run_recipe(trained.recipe, *TINY_ARGS, "--stage", "11", "--stop_stage", stop,
+        run = run_recipe(prepared.recipe, *TINY_ARGS, "--stage", "11", "--stop_stage", stop,
                          "--test_sets", DECODED_SET, *selection_args(method, 2),
                          log_name=f"run_{method}.log")
         assert run.returncode == 0, run.tail()
-        exps[method] = trained.recipe / "exp" / f"asr_tiny_{method}"
+        exps[method] = prepared.recipe / "exp" / f"asr_tiny_{method}"
     return exps
 
 
@@ -70,10 +70,10 @@ def test_learned_sizes_are_decoded_and_scored(selected):
         assert re.search(rf"\| {size} \| {DECODED_SET} \|.*\| \d+\.\d+ \|", results)
 
 
-def test_decoder_loads_the_learned_mask(selected, trained, monkeypatch):
+def test_decoder_loads_the_learned_mask(selected, prepared, monkeypatch):
     from espnet_supernet.bin.asr_inference import speech2text
 
-    monkeypatch.chdir(trained.recipe)  # config.yaml paths are relative to the recipe
+    monkeypatch.chdir(prepared.recipe)  # config.yaml paths are relative to the recipe
     exp = selected["simple_topk"]
     report = yaml.safe_load((exp / "selection.yaml").read_text())
     s2t = speech2text("4", asr_train_config=str(exp / "config.yaml"),
@@ -81,9 +81,9 @@ def test_decoder_loads_the_learned_mask(selected, trained, monkeypatch):
     assert s2t.asr_model.encoder.active_mask == report["sizes"]["4"]["mask"]
 
 
-def test_resume_in_step1_and_across_the_switch_gives_the_same_masks(trained, run_recipe,
+def test_resume_in_step1_and_across_the_switch_gives_the_same_masks(prepared, run_recipe,
                                                                     selected):
-    recipe = trained.recipe
+    recipe = prepared.recipe
     args = ("--stage", "11", "--stop_stage", "11", "--asr_tag", "tiny_resumed")
     common = "--selection simple_topk --selection_conf selection_epochs=1"
     first = run_recipe(recipe, *TINY_ARGS, *args, "--asr_args", f"{common} --max_epoch 1",
@@ -110,11 +110,11 @@ ORTHO_ARGS = (
 )
 
 
-def test_ortho_softmax_component_subnets_train_decode_and_score(trained, run_recipe):
-    run = run_recipe(trained.recipe, *TINY_ARGS, "--stage", "11", "--stop_stage", "13",
+def test_ortho_softmax_component_subnets_train_decode_and_score(prepared, run_recipe):
+    run = run_recipe(prepared.recipe, *TINY_ARGS, "--stage", "11", "--stop_stage", "13",
                      "--test_sets", DECODED_SET, *ORTHO_ARGS, log_name="run_ortho.log")
     assert run.returncode == 0, run.tail()
-    exp = trained.recipe / "exp" / "asr_tiny_ortho"
+    exp = prepared.recipe / "exp" / "asr_tiny_ortho"
     report = yaml.safe_load((exp / "selection.yaml").read_text())
     assert report["granularity"] == "component" and list(report["sizes"]) == ["0.6", "1.0"]
     small, full = report["sizes"]["0.6"], report["sizes"]["1.0"]

@@ -3,7 +3,7 @@ training and decoding of every size go through ``cmd_backend=slurm`` (``utils/sl
 submitting with ``sbatch``); their outputs, the jobs' logs and the batch scripts are
 checked (one size decoded, to keep the suite short). Skips, saying why, only where Slurm cannot start (not installed, not root).
 
-Reuses the prepared copy of the ``trained`` fixture (data, BPE).
+Starts from the ``prepared`` fixture (data, BPE).
 """
 
 import re
@@ -24,8 +24,8 @@ def slurm(tmp_path_factory):
     cluster.stop()
 
 
-def test_stages_10_to_13_through_slurm(trained, slurm):
-    recipe = trained.recipe
+def test_stages_10_to_13_through_slurm(prepared, slurm):
+    recipe = prepared.recipe
     args = list(TINY_ARGS)
     args[args.index("--inference_config") + 1] = "conf/decode_ctc_greedy.yaml"
     run = run_in(recipe, ["./run.sh", *args, "--use_lm", "false", "--test_sets", "test_clean",

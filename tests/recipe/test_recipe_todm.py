@@ -3,7 +3,7 @@ trained with the sandwich rule, alpha-divergence KD, adaptive dropout and Scaled
 Eden, every size decoded with transducer beam search and scored, then exported as a
 standalone smaller model.
 
-Reuses the prepared copy of the ``trained`` fixture (data, BPE, statistics).
+Starts from the ``prepared`` fixture (data, BPE, statistics).
 """
 
 import json
@@ -17,14 +17,14 @@ TODM_ARGS = ("--asr_config", "conf/tuning/train_todm_mhssm_tiny.yaml",
              "--use_lm", "false", "--test_sets", "test_clean")
 
 
-def test_todm_stages_11_to_14(trained, run_recipe):
+def test_todm_stages_11_to_14(prepared, run_recipe):
     args = [a for a in TINY_ARGS]
     args[args.index("--asr_config") + 1] = TODM_ARGS[1]
     args[args.index("--inference_config") + 1] = TODM_ARGS[3]
-    run = run_recipe(trained.recipe, *args, *TODM_ARGS[4:], "--stage", "11",
+    run = run_recipe(prepared.recipe, *args, *TODM_ARGS[4:], "--stage", "11",
                      "--stop_stage", "14", log_name="run_todm.log")
     assert run.returncode == 0, run.tail()
-    exp = trained.recipe / "exp/asr_train_todm_mhssm_tiny"
+    exp = prepared.recipe / "exp/asr_train_todm_mhssm_tiny"
     log = (exp / "train.log").read_text()
     assert re.search(r"1epoch results: \[train\].*loss_max=[\d.]+.*kd_min=[\d.]+", log), log[-3000:]
     assert re.search(r"\[valid\].*loss_d1w0\.5=[\d.]+.*cer_transducer_full=", log)
