@@ -281,8 +281,9 @@ for size, row in json.load(open(os.path.join(exp, "subnets.json"))).items():
 PY
   $python -m espnet_supernet.bin.score --summary $asr_exp/score_summary.jsonl \
     --results_md $asr_exp/RESULTS.md
-  # ./RESULTS.md: every scored experiment of this recipe, compared size by size
-  $python -m espnet_supernet.bin.score --results_md RESULTS.md \
+  # ./RESULTS.md: every scored experiment of this recipe, compared size by size (those
+  # whose exp dirs are gone are kept as they were written; delete a section to drop it)
+  $python -m espnet_supernet.bin.score --results_md RESULTS.md --keep_missing \
     $(for f in ${expdir}/*/score_summary.jsonl; do echo --summary $f; done) > /dev/null
 fi
 if [ $stage -le 14 ] && [ $stop_stage -ge 14 ]; then
