@@ -1,27 +1,41 @@
 """Shared fixtures, and how ``pytest -n N`` (tools/test.sh) shares out the suite."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
-# With pytest-xdist's ``--dist loadgroup``, a test file is one unit of work (its module
-# fixtures are built once); the tests that use the trained tiny recipe share a unit (the
-# session's ``trained`` fixture is built once). Units are handed out in this order, the
-# long recipe runs first, so that no worker is left with one of them at the end.
+# Under ``pytest -n N`` (tools/test.sh) a test file is one unit of work, handed whole to a
+# worker (its module fixtures are built once), and the tests that use the trained tiny
+# recipe share a unit (the session's ``trained`` fixture is built once). Units go out in
+# this order, the long recipe runs first, so that no worker is left with one at the end.
 SHARED_UNITS = {"test_recipe_e2e": "trained", "test_torchrun_ddp": "trained"}
 LONG_UNITS = ("trained", "test_recipe_selection", "test_recipe_omni", "test_recipe_todm",
               "test_recipe_slurm")
 
 
-@pytest.hookimpl(tryfirst=True)
+def _unit(nodeid: str) -> str:
+    stem = Path(nodeid.split("::", 1)[0]).stem
+    return SHARED_UNITS.get(stem, stem)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Schedules whole units (xdist's ``loadfile`` with the shared units merged)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    return UnitScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     if not hasattr(config, "workerinput"):  # not an xdist worker: pytest's own order
         return
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(SHARED_UNITS.get(item.path.stem,
-                                                                 item.path.stem)))
 
-    def rank(item) -> int:
-        unit = SHARED_UNITS.get(item.path.stem, item.path.stem)
+    def rank(item: pytest.Item) -> int:
+        unit = _unit(item.nodeid)
         return LONG_UNITS.index(unit) if unit in LONG_UNITS else len(LONG_UNITS)
 
     items.sort(key=rank)  # stable: pytest's order within a rank

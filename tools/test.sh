@@ -15,7 +15,7 @@ workers=${TEST_WORKERS:-$([ "$cores" -ge 2 ] && echo 2 || echo 0)}
 if [ "$workers" -gt 0 ]; then
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cores / workers > 0 ? cores / workers : 1 ))}
   exec .venv/bin/python -m pytest tests -q --durations=15 -n "$workers" \
-    --dist loadgroup --no-loadscope-reorder "$@"
+    --dist loadfile --no-loadscope-reorder "$@"
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 exec .venv/bin/python -m pytest tests -q --durations=15 "$@"
