@@ -25,10 +25,25 @@ from types import ModuleType
 DEFERRED = ("g2p_en", "tacotron_cleaner.cleaners")
 
 
+#: Special attributes whose lookup imports a deferred module: the import system's
+#: ``__path__`` (a submodule import) and ``from module import *``'s ``__all__``.
+LOADING_DUNDERS = frozenset({"__path__", "__all__"})
+
+
 class DeferredModule(ModuleType):
-    """Placeholder for a module that is imported when an attribute of it is first read."""
+    """Placeholder for a module that is imported when an attribute of it is first read.
+
+    Other special attributes (``__file__``, ``__version__``, ...) are reported missing
+    without importing: ``inspect.getmodule`` asks every module in ``sys.modules`` for its
+    ``__file__``, and torch runs it whenever it registers an operator (e.g. on the lazy
+    import of ``torch.onnx``, which the first forward of an encoder triggers); that would
+    import both modules in every decoding process.
+    """
 
     def __getattr__(self, attr: str):
+        if attr.startswith("__") and attr.endswith("__") and attr not in LOADING_DUNDERS:
+            raise AttributeError(f"deferred module {self.__name__!r} has no {attr!r} "
+                                 "until one of its attributes is used")
         return getattr(load_deferred(self.__name__), attr)
 
 

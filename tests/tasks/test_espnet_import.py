@@ -12,6 +12,17 @@ assert "inflect" not in sys.modules and "nltk" not in sys.modules, "loaded at st
 assert isinstance(sys.modules["g2p_en"], DeferredModule)
 assert isinstance(sys.modules["tacotron_cleaner.cleaners"], DeferredModule)
 
+# What torch does when it registers an operator (here: the lazy import of torch.onnx,
+# which an encoder's first forward triggers): inspect scans sys.modules for __file__.
+import inspect
+import torch
+torch.onnx.is_in_onnx_export()
+inspect.getmodule(inspect.getmodule)
+assert not hasattr(sys.modules["g2p_en"], "__file__")
+assert isinstance(sys.modules["g2p_en"], DeferredModule), "loaded by a module scan"
+assert isinstance(sys.modules["tacotron_cleaner.cleaners"], DeferredModule)
+assert "inflect" not in sys.modules and "nltk" not in sys.modules, "loaded by a scan"
+
 from espnet2.text.cleaner import TextCleaner
 print(TextCleaner(["tacotron"])("Mr. Smith paid 42 dollars."))  # inflect spells the number
 assert not isinstance(sys.modules["tacotron_cleaner.cleaners"], DeferredModule)
