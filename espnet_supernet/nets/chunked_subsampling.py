@@ -1,5 +1,5 @@
-"""ESPnet's convolutional subsampling run in time chunks: same weights, same result,
-less memory traffic.
+"""ESPnet's convolutional subsampling in time chunks, channels-last: same weights, same
+result, less memory traffic and a matmul for the first convolution.
 
 ESPnet's ``Conv2dSubsampling`` (and its 2x, 6x, 8x variants) first expands every input
 frame to ``odim`` channels: for 4 x 6 s of 80-d features at 256 channels that is a 48 MB
@@ -8,17 +8,25 @@ the second convolution. Tensors that large are fresh ``mmap`` allocations on eve
 (page faults) and never stay in cache, so the front end runs far below the speed of the
 encoder blocks per FLOP (0.44-0.48 of a 12 x 256 Conformer's time at 0.37 of its FLOPs).
 
-The convolutions only look at a few frames (7 for the 4x subsampling), so the front end
-can run on overlapping input chunks whose first-convolution activation fits a few MB,
-giving exactly the same output frames. Measured on this 2-core machine (4 x 6 s, 256
-channels): 30-45% less inference time and ~30% less training time for the front end.
-Tracing and ONNX export use the stock module (a chunk loop would be unrolled for one
-length).
+Three changes, each measured on this 2-core machine (4 x 6 s, 2 threads, inference):
+
+1. The convolutions only look at a few frames (7 for the 4x subsampling), so the front
+   end runs on overlapping input chunks whose first-convolution activation fits
+   ``CHUNK_BYTES``, giving exactly the same output frames.
+2. The one-channel first convolution is a matmul of input patches (see
+   :func:`channels_last_convolutions`): 2 ms instead of 18 ms at demo width.
+3. Every activation is channels-last, the layout oneDNN's convolutions run fastest on,
+   and the output linear reads it as it lies (:func:`frequency_major_linear`).
+
+Front end, 4 x 6 s: demo (40-d, 144 channels) 34 ms stock, 23 ms with 1. alone, 17 ms
+with all three; 12 x 256 (80-d) 176 / 108 ms; 12 x 512 552 / 410 ms. Tracing and ONNX
+export use the stock module (a chunk loop would be unrolled for one length).
 """
 
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from espnet.nets.pytorch_backend.transformer.subsampling import (
     Conv2dSubsampling,
     Conv2dSubsampling2,
@@ -26,18 +34,15 @@ from espnet.nets.pytorch_backend.transformer.subsampling import (
     Conv2dSubsampling8,
 )
 
+from espnet_supernet.nets.inference_cache import inference_cached
+
 CHUNKABLE = (Conv2dSubsampling, Conv2dSubsampling2, Conv2dSubsampling6, Conv2dSubsampling8)
 
-#: Size of the first convolution's output per chunk at 256 channels. The best size grows
-#: with the channels squared (the second convolution's work per row): measured best here
-#: (4 x 6 s, 2 threads) 1-2 MB at 144, 4 MB at 256 and 16 MB at 512 channels, where 4 MB
-#: was 17% slower than 16 MB. See :func:`default_chunk_bytes`.
-CHUNK_BYTES_AT_256 = 4 << 20
-
-
-def default_chunk_bytes(channels: int) -> int:
-    """Chunk size (bytes of first-convolution output) for ``channels`` channels."""
-    return int(CHUNK_BYTES_AT_256 * (channels / 256) ** 2)
+#: Size of one chunk's first-convolution output. With the matmul first convolution,
+#: larger chunks were faster up to 16 MB at 144 (the whole 13 MB demo batch: 17 ms, 20 ms
+#: at 4 MB) and 512 channels (410 ms, 500 ms at 4 MB), and within 3% of the best (4 MB)
+#: at 256 channels.
+CHUNK_BYTES = 16 << 20
 
 
 def receptive_field(embed: torch.nn.Module) -> Tuple[int, int]:
@@ -69,7 +74,7 @@ def chunked_subsampling(
         xs: features (B, L, idim).
         masks: non-padding mask (B, 1, L) or None.
         chunk_bytes: target size of one chunk's first-convolution output (default:
-            :func:`default_chunk_bytes` of its channels).
+            ``CHUNK_BYTES``).
 
     Returns:
         Same as ``embed(xs, masks)``: (features (B, T', odim) or (features, pos_emb)), mask
@@ -80,19 +85,69 @@ def chunked_subsampling(
     steps_first = stride // first.stride[0]  # first-conv rows per output frame
     width = (xs.size(2) - first.kernel_size[1]) // first.stride[1] + 1
     row_bytes = xs.size(0) * first.out_channels * width * xs.element_size()
-    if chunk_bytes is None:
-        chunk_bytes = default_chunk_bytes(first.out_channels)
-    chunk = max(2, chunk_bytes // (row_bytes * steps_first))
+    chunk = max(2, (chunk_bytes or CHUNK_BYTES) // (row_bytes * steps_first))
     linear = embed.out[0] if isinstance(embed.out, torch.nn.Sequential) else embed.out
     n_out = (xs.size(1) - field) // stride + 1
     pieces = []
     for start in range(0, n_out, chunk):
         n = min(chunk, n_out - start)
-        h = embed.conv(xs[:, start * stride:(start + n - 1) * stride + field].unsqueeze(1))
-        b, c, t, f = h.shape
-        pieces.append(linear(h.transpose(1, 2).reshape(b, t, c * f)))
+        h = channels_last_convolutions(
+            embed.conv, xs[:, start * stride:(start + n - 1) * stride + field])
+        pieces.append(frequency_major_linear(linear, h))
     x = torch.cat(pieces, dim=1)
     x = embed.out[1](x) if isinstance(embed.out, torch.nn.Sequential) else embed.pos_enc(x)
     if masks is not None:
         masks = masks[:, :, ::stride][:, :, :n_out]
     return x, masks
+
+
+def channels_last_convolutions(conv: torch.nn.Sequential, xs: torch.Tensor) -> torch.Tensor:
+    """``conv(xs.unsqueeze(1))`` with every activation channels-last in memory.
+
+    The first convolution has one input channel: ``kt x kf`` taps per output, too few for
+    oneDNN's kernels, which ran it at ~1 GMAC/s here (18 ms of the demo front end's 30
+    for 29 M multiply-adds). Here it is one matmul of the (B, T1, F1, kt * kf) input
+    patches with the (kt * kf, C) filters, whose (B, T1, F1, C) result already is the
+    channels-last layout the next convolution runs fastest on (~20% faster than
+    on (B, C, T1, F1)).
+
+    Args:
+        conv: ESPnet's subsampling ``conv`` (Conv2d(1, C, ...), activations, Conv2d(C, C,
+            ...), ...).
+        xs: features (B, L, F).
+
+    Returns:
+        (B, C, T', F') as a channels-last view of (B, T', F', C) memory.
+    """
+    first, rest = conv[0], conv[1:]
+    kt, kf = first.kernel_size
+    if first.in_channels != 1 or first.padding != (0, 0) or first.dilation != (1, 1) \
+            or first.groups != 1:
+        return conv(xs.unsqueeze(1))
+    patches = xs.unfold(1, kt, first.stride[0]).unfold(2, kf, first.stride[1])
+    b, t, f = patches.shape[:3]  # (B, T1, F1, kt, kf)
+    weight = first.weight.reshape(first.out_channels, kt * kf).t()
+    rows = patches.reshape(b * t * f, kt * kf)
+    h = rows @ weight if first.bias is None else torch.addmm(first.bias, rows, weight)
+    return rest(h.view(b, t, f, -1).permute(0, 3, 1, 2))
+
+
+def frequency_major_linear(linear: torch.nn.Linear, h: torch.Tensor) -> torch.Tensor:
+    """ESPnet's ``linear(h.transpose(1, 2).reshape(B, T, C * F))`` on channels-last ``h``.
+
+    The input is read as the (B, T, F * C) view it is in memory, with the linear's
+    columns reordered from (C, F) to (F, C) instead (kept while no gradient is needed).
+
+    Args:
+        linear: ``Linear(C * F, odim)``.
+        h: (B, C, T, F), channels-last.
+
+    Returns:
+        (B, T, odim).
+    """
+    b, c, t, f = h.shape
+    if not h.permute(0, 2, 3, 1).is_contiguous():
+        return linear(h.transpose(1, 2).reshape(b, t, c * f))
+    weight = inference_cached(linear, "frequency_major_weight", (linear.weight,), lambda: (
+        linear.weight.view(-1, c, f).transpose(1, 2).reshape(-1, f * c)))
+    return F.linear(h.permute(0, 2, 3, 1).reshape(b, t, f * c), weight, linear.bias)

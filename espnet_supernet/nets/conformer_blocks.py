@@ -21,6 +21,7 @@ from espnet.nets.pytorch_backend.transformer.subsampling import (
 from espnet_supernet.nets.chunked_subsampling import can_chunk, chunked_subsampling
 from espnet_supernet.nets.elastic_attention import elastic_self_attention
 from espnet_supernet.nets.elastic_feed_forward import elastic_feed_forward
+from espnet_supernet.nets.inference_cache import inference_cached
 from espnet_supernet.nets.switchable_batch_norm import SwitchableBatchNorm1d
 from espnet_supernet.nets.unit_gates import Gate, UnitSlice, is_skipped
 
@@ -139,13 +140,7 @@ def _folded_depthwise(dw: torch.nn.Conv1d, norm: torch.nn.BatchNorm1d,
         bias = ((0.0 if dw.bias is None else dw.bias) - stats[0]) * scale + norm.bias
         return weight, bias
 
-    if torch.is_grad_enabled():
-        return build()
-    key = tuple((t.data_ptr(), t._version) for t in sources) + (norm.eps,)
-    cached = dw.__dict__.get("_folded_bn")
-    if cached is None or cached[0] != key:
-        cached = dw.__dict__["_folded_bn"] = (key, build())
-    return cached[1]
+    return inference_cached(dw, "folded_bn", sources, build)
 
 
 def _inference_statistics(norm: torch.nn.Module

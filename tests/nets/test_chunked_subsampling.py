@@ -52,3 +52,27 @@ def test_gradients_match_stock():
         grads.append([xs.grad.clone()] + [p.grad.clone() for p in embed.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+
+
+def test_inference_follows_weight_updates():
+    """The reordered output-linear weights kept for inference follow in-place updates
+    (``load_state_dict``, an optimizer step) and a move to new storage."""
+    torch.manual_seed(0)
+    embed = Conv2dSubsampling(20, 16, 0.0, RelPositionalEncoding(16, 0.0)).eval()
+    xs = torch.randn(2, 60, 20)
+
+    def check():
+        with torch.inference_mode():
+            out = chunked_subsampling(embed, xs, None)[0][0]
+            torch.testing.assert_close(out, embed(xs, None)[0][0], atol=1e-5, rtol=1e-5)
+        return out
+
+    first = check()
+    assert "frequency_major_weight" in embed.out[0]._inference_cache
+    with torch.no_grad():
+        embed.out[0].weight.mul_(2.0)
+    assert not torch.allclose(check(), first, atol=1e-3)
+    embed.load_state_dict({k: v * 0.5 for k, v in embed.state_dict().items()})
+    check()
+    embed.out[0].weight.data = embed.out[0].weight.data.clone() * 3.0
+    check()

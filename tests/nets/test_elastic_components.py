@@ -226,7 +226,7 @@ def test_folded_conv_weights_are_cached_until_the_statistics_change():
         return out
 
     first = check(1)
-    assert "_folded_bn" in conv.depthwise_conv.__dict__  # kept for the next call
+    assert "folded_bn" in conv.depthwise_conv._inference_cache  # kept for the next call
     assert not torch.allclose(check(0), first, atol=1e-3)  # the other slot's statistics
     torch.testing.assert_close(check(1), first)
     with torch.no_grad():
