@@ -13,7 +13,9 @@ subnets. For each subnet one run measures, on the same batch:
   for whole blocks, ``pruned_conformer`` otherwise) and of a stock ESPnet
   ``ConformerEncoder`` of the same shape (for a pruned export: stock ``EncoderLayer``
   forwards over the same shrunk modules, when every block keeps its MHSA and FFN, which the
-  stock layer always calls); goal exported <= 1.05 x stock;
+  stock layer always calls); goal exported <= 1.05 x stock; for whole-block sizes also
+  the same blocks exported as ``pruned_conformer`` (``--stock_encoder false``:
+  ``pruned_export_vs_masked``);
 - parameters, ``torch.save`` file size of the exported model and their fractions of the
   full model's, next to the FLOPs fraction; goal file-size fraction within 5% of the
   parameter fraction.
@@ -154,6 +156,13 @@ def run(args: argparse.Namespace) -> dict:
                  ("exported", lambda: None, lambda: exported.encoder(xs, ilens))]
         if stock is not None:
             items.append(("stock", lambda: None, lambda: stock(xs, ilens)))
+        pruned = None
+        if result.encoder == "conformer":  # the same blocks as a pruned_conformer
+            pruned_export = export_subnet(model, config, name, build, mask=mask,
+                                          stock_encoder=False)
+            pruned = build(pruned_export.config).eval()
+            pruned.load_state_dict(pruned_export.state_dict, strict=True)
+            items.append(("pruned_export", lambda: None, lambda: pruned.encoder(xs, ilens)))
         with torch.inference_mode():
             diff = float((encoder(xs, ilens)[0] - exported.encoder(xs, ilens)[0]).abs().max())
             times = interleaved(items, args.repeats, args.warmup)
@@ -166,6 +175,8 @@ def run(args: argparse.Namespace) -> dict:
             exported_vs_masked=median_ratio(times["exported"], times["masked"]),
             exported_vs_stock=(median_ratio(times["exported"], times["stock"])
                                if stock is not None else None),
+            pruned_export_vs_masked=(median_ratio(times["pruned_export"], times["masked"])
+                                     if pruned is not None else None),
             max_abs_difference=diff,
         )
         row["goal_speed_met"] = (row["exported_vs_stock"] is None
@@ -183,12 +194,14 @@ def run(args: argparse.Namespace) -> dict:
 def print_table(res: dict) -> None:
     """One line per subnet."""
     print(f"{'subnet':>16} {'encoder':>16} {'params':>7} {'flops':>6} {'file':>6} "
-          f"{'exp ms':>8} {'exp/mask':>8} {'exp/stock':>9} {'max|d|':>8}")
+          f"{'exp ms':>8} {'exp/mask':>8} {'exp/stock':>9} {'pruned/mask':>11} {'max|d|':>8}")
     for name, r in res["subnets"].items():
         vs = "-" if r["exported_vs_stock"] is None else f"{r['exported_vs_stock']:.3f}"
+        pr = r.get("pruned_export_vs_masked")
+        pr = "-" if pr is None else f"{pr:.3f}"
         print(f"{name:>16} {r['encoder']:>16} {r['params_fraction']:7.3f} "
               f"{r['flops_fraction']:6.3f} {r['file_fraction']:6.3f} "
-              f"{r['ms']['exported']:8.1f} {r['exported_vs_masked']:8.3f} {vs:>9} "
+              f"{r['ms']['exported']:8.1f} {r['exported_vs_masked']:8.3f} {vs:>9} {pr:>11} "
               f"{r['max_abs_difference']:8.1e}")
 
 

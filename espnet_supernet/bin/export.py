@@ -8,7 +8,9 @@ Usage:
 Writes into ``--outdir``:
     config.yaml, model.pth   the standalone model. A subnet of whole blocks is a stock ESPnet
                              ``conformer`` (blocks renumbered) that plain
-                             ``espnet2.bin.asr_inference`` decodes without this package;
+                             ``espnet2.bin.asr_inference`` decodes without this package
+                             (``--stock_encoder false``: a ``pruned_conformer`` of full
+                             blocks, this package's faster CPU forward);
                              any other subnet is an ``encoder: pruned_conformer`` (smaller
                              weight matrices, removed modules; decode with
                              ``espnet_supernet.bin.asr_inference``, no ``--subnet``).
@@ -130,7 +132,8 @@ def pack(outdir: Path, name: str) -> Path:
 
 def export_model(supernet: torch.nn.Module, train_config: dict, outdir: Path, name: str,
                  mask: Optional[List[int]] = None, pack_zip: bool = True, onnx: bool = True,
-                 quantize: Optional[str] = None, source: Optional[dict] = None) -> dict:
+                 quantize: Optional[str] = None, source: Optional[dict] = None,
+                 stock_encoder: bool = True) -> dict:
     """Export a subnet of the loaded supernet into ``outdir``; returns the record written
     to ``outdir/export.json`` (see the module docstring)."""
     transducer = isinstance(supernet, SupernetTransducerModel)
@@ -144,7 +147,8 @@ def export_model(supernet: torch.nn.Module, train_config: dict, outdir: Path, na
         result = export_mhssm_subnet(supernet, train_config, name, build_from_config)
         supernet.set_subnet(name)
     else:
-        result = export_subnet(supernet, train_config, name, build_from_config, mask=mask)
+        result = export_subnet(supernet, train_config, name, build_from_config, mask=mask,
+                               stock_encoder=stock_encoder)
     files = write_export(result, outdir)
     exported = build_from_config(result.config)
     exported.load_state_dict(torch.load(outdir / "model.pth"), strict=True)
@@ -266,7 +270,7 @@ def export(args: argparse.Namespace) -> dict:
         raise ValueError("--sparsity_search needs a model trained with sparsity: omni")
     return export_model(
         supernet, train_config, args.outdir, args.subnet, pack_zip=args.pack, onnx=args.onnx,
-        quantize=args.quantize,
+        quantize=args.quantize, stock_encoder=args.stock_encoder,
         source={"config": str(args.asr_train_config), "model": str(args.asr_model_file)})
 
 
@@ -292,6 +296,11 @@ def get_parser() -> argparse.ArgumentParser:
                         help="sparsity_search's output YAML: export its per-layer "
                         "sparsities (Omni-sparsity models)")
     parser.add_argument("--outdir", type=Path, required=True)
+    parser.add_argument("--stock_encoder", type=str2bool, default=True,
+                        help="a subnet of whole blocks as ESPnet's stock conformer, which "
+                        "plain ESPnet decodes (default); false: as a pruned_conformer "
+                        "(needs espnet_supernet to load; its CPU front end is about twice "
+                        "as fast as ESPnet's)")
     parser.add_argument("--pack", type=str2bool, default=True, help="write the ESPnet zip")
     parser.add_argument("--onnx", type=str2bool, default=True,
                         help="write encoder_ctc.onnx and check it with onnxruntime")

@@ -2,7 +2,10 @@
 
 - A subnet of whole blocks becomes ESPnet's stock ``conformer`` encoder (kept blocks
   renumbered) in a stock ``espnet`` model: its ``config.yaml`` and weights load and decode
-  with plain ``espnet2.bin.asr_inference`` without this package.
+  with plain ``espnet2.bin.asr_inference`` without this package. With
+  ``stock_encoder=False`` it becomes a ``pruned_conformer`` of full blocks instead, which
+  runs this package's forward (on the CPU its front end takes about half the time of
+  ESPnet's; whole exported sizes ran 1.4-1.5x faster, ``bench/bench_export.py``).
 - Any other subnet (single modules, some FFN chunks or attention heads) becomes a
   :class:`~espnet_supernet.nets.pruned_conformer_encoder.PrunedConformerEncoder`
   (``encoder: pruned_conformer``) with physically smaller weights.
@@ -103,7 +106,8 @@ def exported_config(train_config: dict, kept_blocks: List[int],
 
 
 def export_subnet(model: SupernetASRModel, train_config: dict, name: str,
-                  build_model, mask: Optional[List[int]] = None) -> SubnetExport:
+                  build_model, mask: Optional[List[int]] = None,
+                  stock_encoder: bool = True) -> SubnetExport:
     """Export the named subnet of ``model`` (or the unnamed subnet ``mask``).
 
     Args:
@@ -115,6 +119,8 @@ def export_subnet(model: SupernetASRModel, train_config: dict, name: str,
         mask: a module or unit mask (e.g. an OrthoSoftmax prefix between the trained
             budgets); it uses the largest size's CTC head, and its own BatchNorm
             statistics only if it equals a named subnet's mask.
+        stock_encoder: export a subnet of whole blocks as ESPnet's stock ``conformer``
+            (else as a ``pruned_conformer``, like every other subnet).
 
     Raises:
         ValueError: unknown subnet name (the message lists the valid ones).
@@ -131,7 +137,7 @@ def export_subnet(model: SupernetASRModel, train_config: dict, name: str,
     specs = block_specs(model)
     kept = [b for b, spec in enumerate(specs) if spec is not None]
     blocks = [specs[b] for b in kept]
-    whole = all(spec == block_specs_full(model) for spec in blocks)
+    whole = stock_encoder and all(spec == block_specs_full(model) for spec in blocks)
     config = exported_config(train_config, kept, blocks, whole)
     target = build_model(config)
     state = _subnet_state(model, target.state_dict(), kept)

@@ -143,14 +143,16 @@ def frequency_major_linear(linear: torch.nn.Linear, h: torch.Tensor) -> torch.Te
     columns reordered from (C, F) to (F, C) instead (kept while no gradient is needed).
 
     Args:
-        linear: ``Linear(C * F, odim)``.
+        linear: ``Linear(C * F, odim)`` (another module, e.g. a quantized one, is called
+            on ESPnet's layout).
         h: (B, C, T, F), channels-last.
 
     Returns:
         (B, T, odim).
     """
     b, c, t, f = h.shape
-    if not h.permute(0, 2, 3, 1).is_contiguous():
+    if type(linear) is not torch.nn.Linear or not h.permute(0, 2, 3, 1).is_contiguous():
+        # e.g. a dynamically quantized int8 Linear: its own forward on ESPnet's layout
         return linear(h.transpose(1, 2).reshape(b, t, c * f))
     weight = inference_cached(linear, "frequency_major_weight", (linear.weight,), lambda: (
         linear.weight.view(-1, c, f).transpose(1, 2).reshape(-1, f * c)))

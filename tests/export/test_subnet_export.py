@@ -1,5 +1,6 @@
 """Exporting subnets: stock conformer for whole blocks, pruned encoder otherwise."""
 
+import json
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ from espnet_supernet.bin.export import (
     pack,
     write_export,
 )
+from espnet_supernet.bin.export import main as export_main
 from espnet_supernet.bin.subnet_report import subnet_report
 from espnet_supernet.export.subnet_export import export_subnet
 from espnet_supernet.nets.pruned_conformer_encoder import PrunedConformerEncoder
@@ -43,6 +45,28 @@ def test_whole_blocks_export_as_stock_conformer(tmp_path):
     assert type(exported.encoder).__name__ == "ConformerEncoder"
     model.set_subnet("4")
     assert max_encoder_difference(model, exported, seconds=2.0) <= 1e-5
+
+
+def test_whole_blocks_export_as_pruned_conformer_on_request(tmp_path):
+    model, config, path = make_supernet(tmp_path)
+    export = export_subnet(model, config, "4", build_from_config, stock_encoder=False)
+    full = {"ffn_macaron": 64, "mhsa": 2, "conv": 1, "ffn": 64}
+    assert export.encoder == "pruned_conformer" and export.kept_blocks == [1]
+    assert export.blocks == [full]
+    assert export.num_params == subnet_report(model)["4"]["total_params"]
+    exported = build_from_config(export.config)
+    assert isinstance(exported.encoder, PrunedConformerEncoder)
+    exported.load_state_dict(export.state_dict, strict=True)
+    model.set_subnet("4")
+    assert max_encoder_difference(model, exported, seconds=2.0) <= 1e-5
+    # the command line passes the choice on
+    export_main(["--asr_train_config", str(path), "--asr_model_file",
+                 str(tmp_path / "model.pth"), "--subnet", "4", "--outdir",
+                 str(tmp_path / "out"), "--stock_encoder", "false", "--pack", "false",
+                 "--onnx", "false"])
+    record = json.loads((tmp_path / "out/export.json").read_text())
+    assert record["encoder"] == "pruned_conformer" and record["blocks"] == [full]
+    assert record["max_encoder_difference"] <= 1e-5
 
 
 def test_component_subnet_exports_pruned(tmp_path):

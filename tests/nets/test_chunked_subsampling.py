@@ -76,3 +76,16 @@ def test_inference_follows_weight_updates():
     check()
     embed.out[0].weight.data = embed.out[0].weight.data.clone() * 3.0
     check()
+
+
+def test_quantized_output_linear():
+    """An int8 export's dynamically quantized output Linear (``weight`` is a method there)
+    runs as its own module on ESPnet's layout."""
+    torch.manual_seed(0)
+    embed = Conv2dSubsampling(20, 16, 0.0, RelPositionalEncoding(16, 0.0)).eval()
+    embed = torch.ao.quantization.quantize_dynamic(embed, {torch.nn.Linear}, torch.qint8)
+    assert type(embed.out[0]) is not torch.nn.Linear
+    xs = torch.randn(2, 60, 20)
+    with torch.inference_mode():
+        out = chunked_subsampling(embed, xs, None)[0][0]
+        torch.testing.assert_close(out, embed(xs, None)[0][0], atol=1e-5, rtol=1e-5)

@@ -42,6 +42,7 @@ bn_calibration_batches=20  # re-estimate each size's BatchNorm statistics (0: of
 inference_args=""
 subnets=""               # sizes to decode; default: every named subnet of the model
 latency_threads=2        # threads for the latency measurements of stage 14
+export_args=""           # extra espnet_supernet.bin.export options (stage 14)
 dumpdir=dump; expdir=exp
 
 help_message="Usage: $0 --train_set <set> --valid_set <set> --test_sets '<sets>' --asr_config <yaml> [options]
@@ -67,7 +68,9 @@ Options (default):
   --bn_calibration_batches ($bn_calibration_batches)  training batches per size for
       BatchNorm re-estimation before decoding (0: use the statistics from training)
   --subnets  space-separated sizes to decode and export (default: all named subnets)
-  --latency_threads ($latency_threads)  CPU threads for stage 14's latency measurements"
+  --latency_threads ($latency_threads)  CPU threads for stage 14's latency measurements
+  --export_args  extra export options of stage 14, e.g. '--stock_encoder false' (whole-block
+      sizes as pruned_conformer: faster on CPU, needs espnet_supernet to load)"
 . utils/parse_options.sh
 [ -f path.sh ] && . ./path.sh
 [ -f cmd.sh ] && . ./cmd.sh
@@ -292,7 +295,7 @@ if [ $stage -le 14 ] && [ $stop_stage -ge 14 ]; then
     log "Stage 14: export size $size -> $asr_exp/export/size$size"
     $python -m espnet_supernet.bin.export --asr_train_config $asr_exp/config.yaml \
       --asr_model_file $model_file --subnet $size --outdir $asr_exp/export/size$size \
-      --quantize int8
+      --quantize int8 ${export_args}
   done
   if grep -q "^model: supernet_transducer" $asr_exp/config.yaml; then
     # the deployment table decodes with CTC greedy search: CTC models only
