@@ -185,11 +185,6 @@ class SupernetConformerEncoder(ConformerEncoder):
             layer.conv_module.norm = SwitchableBatchNorm1d.from_batch_norm(
                 layer.conv_module.norm, len(self.subnet_names)
             )
-        # The front end is a fixed cost of every subnet: in-place ReLUs (same maths)
-        # save one pass over its largest activations.
-        for module in self.embed.modules():
-            if isinstance(module, torch.nn.ReLU):
-                module.inplace = True
         self._register_load_state_dict_pre_hook(self._keep_table_if_missing)
         self.register_load_state_dict_post_hook(lambda module, keys: module._after_load())
         self._mask_rows: List[List[int]] = []
