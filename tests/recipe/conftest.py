@@ -28,7 +28,7 @@ RECIPE_REL = Path("egs2/librispeech/supernet")
 TEMPLATE_REL = Path("egs2/TEMPLATE/supernet1")
 VENV = REPO / ".venv"
 # Run outputs (possibly being written by a run in the repository): never copied.
-RUN_OUTPUTS = {"data", "dump", "exp", "downloads", "RESULTS.md", "__pycache__"}
+RUN_OUTPUTS = {"data", "dump", "exp", "downloads", "results", "RESULTS.md", "__pycache__"}
 
 TINY_CORPUS_OPTS = (
     "--num_train_utts", "40", "--num_dev_utts", "10", "--num_test_utts", "10",

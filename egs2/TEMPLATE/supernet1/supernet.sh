@@ -44,6 +44,7 @@ subnets=""               # sizes to decode; default: every named subnet of the m
 latency_threads=2        # threads for the latency measurements of stage 14
 export_args=""           # extra espnet_supernet.bin.export options (stage 14)
 dumpdir=dump; expdir=exp
+results_dir=results      # committed run records (stages 13-14): what the docs render
 
 help_message="Usage: $0 --train_set <set> --valid_set <set> --test_sets '<sets>' --asr_config <yaml> [options]
 Options (default):
@@ -69,6 +70,8 @@ Options (default):
       BatchNorm re-estimation before decoding (0: use the statistics from training)
   --subnets  space-separated sizes to decode and export (default: all named subnets)
   --latency_threads ($latency_threads)  CPU threads for stage 14's latency measurements
+  --results_dir ($results_dir)  run records of stages 13-14 (training budget and time, scores,
+      deployment rows as JSON): commit them; tools/docs.sh renders the docs from them
   --export_args  extra export options of stage 14, e.g. '--stock_encoder false' (whole-block
       sizes as pruned_conformer: faster on CPU, needs espnet_supernet to load)"
 . utils/parse_options.sh
@@ -270,9 +273,9 @@ fi
 if [ $stage -le 13 ] && [ $stop_stage -ge 13 ]; then
   log "Stage 13: scoring every size -> $asr_exp/RESULTS.md; all experiments -> ./RESULTS.md"
   inf_tag=$(basename "${inference_config:-default}" .yaml)
-  $python - "$asr_exp" "$inf_tag" "$dumpdir" $test_sets > $asr_exp/score_summary.jsonl <<'PY'
+  $python - "$asr_exp" "$inf_tag" "$use_lm" "$dumpdir" $test_sets > $asr_exp/score_summary.jsonl <<'PY'
 import json, os, sys
-exp, tag, dump, sets = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+exp, tag, lm, dump, sets = sys.argv[1], sys.argv[2], sys.argv[3] == "true", sys.argv[4], sys.argv[5:]
 for size, row in json.load(open(os.path.join(exp, "subnets.json"))).items():
     for dset in sets:
         hyp = os.path.join(exp, f"{tag}_size{size}", dset, "text")
@@ -280,7 +283,7 @@ for size, row in json.load(open(os.path.join(exp, "subnets.json"))).items():
             print(json.dumps(dict(size=size, test_set=dset, ref=f"{dump}/raw/{dset}/text",
                 hyp=hyp, encoder_params=row["encoder_params"],
                 total_params=row["total_params"],
-                encoder_gflops_per_sec=row["encoder_gflops_per_sec"])))
+                encoder_gflops_per_sec=row["encoder_gflops_per_sec"], decoding=tag, lm=lm)))
 PY
   $python -m espnet_supernet.bin.score --summary $asr_exp/score_summary.jsonl \
     --results_md $asr_exp/RESULTS.md
@@ -288,6 +291,10 @@ PY
   # whose exp dirs are gone are kept as they were written; delete a section to drop it)
   $python -m espnet_supernet.bin.score --results_md RESULTS.md --keep_missing \
     $(for f in ${expdir}/*/score_summary.jsonl; do echo --summary $f; done) > /dev/null
+  log "Stage 13: run record (training budget and cost, scores) -> $results_dir/$(basename $asr_exp)"
+  parts=scores; [ -f $asr_exp/checkpoint.pth ] && parts="training scores"
+  $python -m espnet_supernet.bin.publish_run --exp $asr_exp --results_dir $results_dir \
+    --parts $parts > /dev/null
 fi
 if [ $stage -le 14 ] && [ $stop_stage -ge 14 ]; then
   [ -n "$subnets" ] || subnets=$($python -c "import json,sys; print(' '.join(json.load(open(sys.argv[1]))))" $asr_exp/subnets.json)
@@ -304,6 +311,8 @@ if [ $stage -le 14 ] && [ $stop_stage -ge 14 ]; then
     log "Stage 14: latency ($latency_threads threads), greedy WER fp32/int8 -> $asr_exp/RESULTS.md, $asr_exp/pareto.png"
     $python -m espnet_supernet.bin.deploy_report --exp $asr_exp --test_sets "$test_sets" \
       --dumpdir $dumpdir --threads $latency_threads
+    $python -m espnet_supernet.bin.publish_run --exp $asr_exp --results_dir $results_dir \
+      --parts deploy > /dev/null
   fi
 fi
 log "Successfully finished stages $stage-$stop_stage"
