@@ -5,8 +5,8 @@ Usage:
     .venv/bin/python bench/bench_export.py [--config demo] [--components] [--threads 2]
         [--batch 4] [--seconds 6] [--repeats 7] [--warmup 2] [--quick] [--output PATH]
 
-The supernet (``bench_supernet``'s configs, random weights) gets its named sizes and, with
-``--components``, 4 FFN chunks per FFN, prunable heads and ``bench_supernet``'s component
+The supernet (``bench_common``'s configs, random weights) gets its named sizes and, with
+``--components``, 4 FFN chunks per FFN, prunable heads and ``bench_common``'s component
 subnets. For each subnet one run measures, on the same batch:
 
 - the encoder forward of the masked supernet, of the exported model (stock ``conformer``
@@ -35,63 +35,22 @@ from typing import Dict, List, Optional
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_supernet import (  # noqa: E402
-    COMMON,
+from bench_common import (  # noqa: E402
     CONFIGS,
     add_timing_arguments,
+    build_supernet,
     component_masks,
     fill_timing_defaults,
     interleaved,
     machine_info,
     make_batch,
     median_ratio,
+    train_config,
     write_result,
 )
 
 GOAL_EXPORTED_VS_STOCK = 1.05
 GOAL_FILE_SLACK = 0.05
-
-
-def build_supernet(config: str, components: bool):
-    """A ``SupernetASRModel`` (CTC, no frontend) of the bench config, eval mode."""
-    from espnet2.asr.ctc import CTC
-
-    from espnet_supernet.nets.supernet_conformer_encoder import SupernetConformerEncoder
-    from espnet_supernet.train.supernet_asr_model import SupernetASRModel
-
-    arch = dict(CONFIGS[config])
-    sizes = arch.pop("subnet_sizes")
-    elastic = dict(ffn_chunks=4, prune_heads=True) if components else {}
-    torch.manual_seed(0)
-    encoder = SupernetConformerEncoder(**{**COMMON, **arch}, subnet_sizes=sizes, **elastic)
-    vocab = 300
-    model = SupernetASRModel(
-        vocab_size=vocab, token_list=[f"t{i}" for i in range(vocab)], frontend=None,
-        specaug=None, normalize=None, preencoder=None, encoder=encoder, postencoder=None,
-        decoder=None, ctc=CTC(vocab, encoder.output_size()), joint_network=None,
-        ctc_weight=1.0)
-    with torch.no_grad():
-        for layer in encoder.encoders:
-            norm = layer.conv_module.norm
-            norm.slot_running_mean.normal_(0, 0.1)
-            norm.slot_running_var.uniform_(0.5, 1.5)
-    return model.eval()
-
-
-def train_config(config: str, components: bool) -> dict:
-    """The config dict of the bench supernet, as export_subnet needs it."""
-    arch = dict(CONFIGS[config])
-    encoder_conf = {**COMMON, **arch}
-    input_size = encoder_conf.pop("input_size")
-    if components:
-        encoder_conf.update(ffn_chunks=4, prune_heads=True)
-    return dict(input_size=input_size, encoder="supernet_conformer",
-                encoder_conf=encoder_conf, model="supernet", model_conf={"ctc_weight": 1.0},
-                frontend=None, frontend_conf={}, specaug=None, specaug_conf={},
-                normalize=None, normalize_conf={}, preencoder=None, preencoder_conf={},
-                postencoder=None, postencoder_conf={}, decoder=None, decoder_conf={},
-                ctc_conf={}, joint_net_conf=None, token_list=[f"t{i}" for i in range(300)],
-                init=None, aux_ctc_tasks=[])
 
 
 def stock_same_shape(exported_encoder) -> Optional[torch.nn.Module]:

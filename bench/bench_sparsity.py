@@ -5,7 +5,7 @@ Usage:
     .venv/bin/python bench/bench_sparsity.py [--config demo] [--threads 2] [--batch 4]
         [--seconds 6] [--repeats 7] [--warmup 2] [--quick] [--output PATH]
 
-The bench supernet (``bench_supernet``'s configs, random weights, largest size) gets
+The bench supernet (``bench_common``'s configs, random weights, largest size) gets
 magnitude masks at the levels {0, 0.3, 0.5, 0.7, 0.85}, twice:
 
 - unstructured (FFN, attention and pointwise-conv weights): each level is exported in the
@@ -32,15 +32,16 @@ from typing import List, Optional
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_export import build_supernet, train_config  # noqa: E402
-from bench_supernet import (  # noqa: E402
+from bench_common import (  # noqa: E402
     CONFIGS,
     add_timing_arguments,
+    build_supernet,
     fill_timing_defaults,
     interleaved,
     machine_info,
     make_batch,
     median_ratio,
+    train_config,
     write_result,
 )
 

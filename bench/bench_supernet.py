@@ -39,39 +39,31 @@ table. This is a benchmark, not a unit test: it never fails on a missed goal.
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-CONFIGS: Dict[str, dict] = {
-    "demo": dict(input_size=40, output_size=144, attention_heads=4, linear_units=576,
-                 num_blocks=6, cnn_module_kernel=15, subnet_sizes=[8, 16, 24]),  # 40 mels
-    "paper": dict(output_size=512, attention_heads=8, linear_units=2048, num_blocks=12,
-                  cnn_module_kernel=31, subnet_sizes=[16, 32, 48]),
-    "stock12x256": dict(output_size=256, attention_heads=4, linear_units=1024,
-                        num_blocks=12, cnn_module_kernel=31, subnet_sizes=[16, 32, 48]),
-}
-COMMON = dict(
-    input_size=80,
-    dropout_rate=0.1,
-    positional_dropout_rate=0.1,
-    attention_dropout_rate=0.1,
-    input_layer="conv2d",
-    normalize_before=True,
-    macaron_style=True,
-    rel_pos_type="latest",
-    pos_enc_layer_type="rel_pos",
-    selfattention_layer_type="rel_selfattn",
-    activation_type="swish",
-    use_cnn_module=True,
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import (  # noqa: E402
+    CLOCKS,
+    COMMON,
+    CONFIGS,
+    DEFAULTS,
+    FRAMES_PER_SECOND,
+    QUICK,
+    component_masks,
+    interleaved,
+    machine_info,
+    make_batch,
+    median_ratio,
+    set_clock,
 )
-FRAMES_PER_SECOND = 100
+
 VOCAB = 300
 TOKENS_PER_UTT = 20
 GOAL_FULL_VS_STOCK = 1.03
@@ -79,95 +71,6 @@ GOAL_TIME_SLACK = 0.05
 GOAL_SANDWICH_VS_SEPARATE = 1.0
 MATCH_TOL = 1e-4
 BUSY_LIMIT = 0.2  # warn when other jobs use more than this share of the cores
-QUICK = dict(batch=2, seconds=2.0, repeats=3, warmup=1, train_repeats=2)
-DEFAULTS = dict(batch=4, seconds=6.0, repeats=7, warmup=2, train_repeats=None)
-
-
-def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every export bench shares (None: the --quick or default value)."""
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=None)
-    parser.add_argument("--seconds", type=float, default=None)
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--warmup", type=int, default=None)
-    parser.add_argument("--quick", action="store_true", help="tiny batch, few repeats")
-    parser.add_argument("--output", type=Path, default=None)
-
-
-def fill_timing_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    """Options left at None take the ``QUICK`` or ``DEFAULTS`` value."""
-    for key, value in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
-    return args
-
-
-def write_result(res: dict, args: argparse.Namespace, stem: str,
-                 print_table: Callable[[dict], None]) -> dict:
-    """Write ``res`` to ``--output`` or ``bench/results/<stem>[_quick].json``, print it."""
-    out = args.output or Path(__file__).resolve().parent / "results" / \
-        f"{stem}{'_quick' if args.quick else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    print_table(res)
-    print(f"wrote {out}")
-    return res
-
-
-# ---------------------------------------------------------------------- timing helpers
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-_clock = time.perf_counter
-
-
-def _ms(fn: Callable[[], object]) -> float:
-    start = _clock()
-    fn()
-    return (_clock() - start) * 1e3
-
-
-def interleaved(
-    items: Sequence[Tuple[str, Callable[[], None], Callable[[], object]]],
-    repeats: int,
-    warmup: int,
-    reference: Optional[str] = None,
-) -> Dict[str, List[float]]:
-    """Time ``(key, prepare, run)`` items round-robin; returns ms per key per repeat.
-
-    ``prepare`` (untimed) runs right before each ``run``; on odd repeats the order is
-    reversed so that a steady drift does not favour the items that come first. With
-    ``reference`` (one of the keys), that item also runs between every two others and
-    ``times[f"{reference}@{key}"]`` gets the mean of the two reference runs around each
-    run of ``key``: a ratio to it compares runs a second apart, not a whole round apart
-    (on a shared 2-core VM, drift within a 20-item round reached 7%).
-    """
-    times: Dict[str, List[float]] = {key: [] for key, _, _ in items}
-    ref = next((item for item in items if item[0] == reference), None)
-    others = [item for item in items if item is not ref]
-
-    def timed(item) -> float:
-        item[1]()
-        return _ms(item[2])
-
-    for r in range(warmup + repeats):
-        order = others if r % 2 == 0 else list(reversed(others))
-        before = timed(ref) if ref else None
-        if ref and r >= warmup:
-            times[reference].append(before)
-        for item in order:
-            t = timed(item)
-            if ref:
-                after = timed(ref)
-                if r >= warmup:
-                    times.setdefault(f"{reference}@{item[0]}", []).append((before + after) / 2)
-                before = after
-            if r >= warmup:
-                times[item[0]].append(t)
-    return times
-
-
-def median_ratio(num: Sequence[float], den: Sequence[float]) -> float:
-    """Median of per-repeat ratios (paired, so drift between repeats cancels)."""
-    return statistics.median(n / d for n, d in zip(num, den))
 
 
 # ---------------------------------------------------------------------- builders
@@ -195,22 +98,6 @@ def build_encoders(config: str, components: bool = False):
     return stock, supernet
 
 
-def component_masks(supernet, seed: int) -> Dict[str, List[int]]:
-    """Unit masks keeping a share of every FFN's chunks and every block's heads."""
-    layout = supernet.layout
-    gen = random.Random(seed)
-    masks: Dict[str, List[int]] = {}
-    for label, share in (("1/4", 0.25), ("1/2", 0.5), ("3/4", 0.75), ("mixed", None)):
-        mask = []
-        for m in range(layout.num_modules):
-            units = layout.per_module[m % 4]
-            keep = units if units == 1 else max(1, round(units * (
-                share if share is not None else gen.choice([0.25, 0.5, 0.75, 1.0]))))
-            mask += [1] * keep + [0] * (units - keep)
-        masks[f"components {label}"] = mask
-    return masks
-
-
 def selected_masks(path: Path, supernet) -> Dict[str, List[int]]:
     """``{<exp>:<size>: unit mask}`` from a trained run's ``selection.yaml``."""
     import yaml
@@ -225,16 +112,6 @@ def selected_masks(path: Path, supernet) -> Dict[str, List[int]]:
                              "and the config the run used)")
         masks[f"{tag}:{name}"] = supernet.layout.as_units(row["mask"])
     return masks
-
-
-def make_batch(batch: int, seconds: float, input_size: int = 80):
-    """Random features (B, L, 80) with descending lengths (the longest is L)."""
-    frames = int(round(seconds * FRAMES_PER_SECOND))
-    xs = torch.randn(batch, frames, input_size)
-    ilens = torch.tensor(
-        [frames - (i * frames) // (4 * batch) for i in range(batch)], dtype=torch.long
-    )
-    return xs, ilens
 
 
 def make_targets(batch: int, out_frames: int, gen: torch.Generator):
@@ -371,32 +248,8 @@ def cpu_busy_fraction(interval: float = 0.5) -> Optional[float]:
     return None if total <= 0 else 1.0 - (idle1 - idle0) / total
 
 
-def machine_info(threads: int, loadavg_start: Sequence[float]) -> dict:
-    import espnet
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")),
-                         "")
-    except OSError:
-        model = ""
-    return {
-        "processor": cpu or platform.machine(),
-        "cpu_model": model,
-        "nproc": os.cpu_count(),
-        "torch": torch.__version__,
-        "espnet": espnet.__version__,
-        "python": platform.python_version(),
-        "loadavg_start": list(loadavg_start),
-        "loadavg_end": list(os.getloadavg()),
-        "torch_threads": threads,
-    }
-
-
 def run(args: argparse.Namespace) -> dict:
-    global _clock
-    _clock = CLOCKS[args.clock]
+    set_clock(args.clock)
     loadavg_start = os.getloadavg()
     busy_fraction = cpu_busy_fraction()
     busy = busy_fraction is not None and busy_fraction > BUSY_LIMIT

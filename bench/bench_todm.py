@@ -50,7 +50,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_supernet import interleaved, machine_info, median_ratio  # noqa: E402
+from bench_common import interleaved, machine_info, median_ratio  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "egs2/librispeech/supernet/conf/train_todm_mhssm_demo.yaml"

@@ -19,180 +19,15 @@ Writes ``<exp>/deploy.json``, a "Deployment" section in ``<exp>/RESULTS.md`` and
 """
 
 import argparse
-import json
-import logging
-import re
-import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
-import soundfile
-import torch
-
-from espnet_supernet.bin.asr_inference import speech2text
-from espnet_supernet.data.scoring import read_text, score_files, size_sort_key
-from espnet_supernet.export.latency import LatencyTable, file_key
-from espnet_supernet.export.quantize import quantize_int8
-
-SECTION = "## Deployment (stage 14)"
+from espnet_supernet.bin.cli import run_cli
+from espnet_supernet.deploy.deployment_report import deployment_report
 
 
-def greedy_decode(s2t, wav_scp: Path, out: Path) -> Path:
-    """Decode every utterance of ``wav_scp`` with ``s2t`` (CTC greedy) into ``out``."""
-    lines, root = [], logging.getLogger()
-    level = root.level
-    root.setLevel(logging.WARNING)  # Speech2Text logs every utterance's length
-    try:
-        for key, path in sorted(read_text(str(wav_scp)).items()):
-            speech, _ = soundfile.read(path, dtype="float32")
-            text = s2t(torch.from_numpy(speech))[0][0] or ""
-            lines.append(f"{key} {text}".rstrip())
-    finally:
-        root.setLevel(level)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    return out
-
-
-def stage13_wer(exp: Path) -> Dict[tuple, float]:
-    """``{(size, test set): WER}`` of stage 13 (the recipe's decoding config)."""
-    path, wer = exp / "score_summary.jsonl", {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            e = json.loads(line)
-            if Path(e["hyp"]).exists():
-                wer[(str(e["size"]), e["test_set"])] = score_files(e["ref"], e["hyp"])[0].error_rate
-    return wer
-
-
-def size_rows(exp: Path, model_file: Path, test_sets: List[str], dumpdir: Path,
-              threads: int) -> List[dict]:
-    """One row per exported size (see the module docstring)."""
-    table = LatencyTable(exp, threads)
-    subnets = json.loads((exp / "subnets.json").read_text())
-    rows = []
-    exports = sorted((exp / "export").glob("size*/export.json"),
-                     key=lambda p: size_sort_key(p.parent.name[4:]))
-    if not exports:
-        raise FileNotFoundError(f"no {exp}/export/size*/export.json: run stage 14's export")
-    for path in exports:
-        record = json.loads(path.read_text())
-        outdir, size = path.parent, record["subnet"]
-        kw = dict(asr_train_config=str(outdir / "config.yaml"),
-                  asr_model_file=str(outdir / "model.pth"), device="cpu")
-        fp32 = speech2text(None, ctc_greedy=True, **kw)
-        int8 = speech2text(None, ctc_greedy=True, quantize_asr_model=True, **kw)
-        supernet = speech2text(size, ctc_greedy=True, asr_train_config=str(exp / "config.yaml"),
-                               asr_model_file=str(model_file), device="cpu")
-        row = dict(size=size, encoder=record["encoder"],
-                   params=record.get("params_kept", record["params"]),  # sparse: nonzero
-                   encoder_gflops_per_sec=subnets[size]["encoder_gflops_per_sec"],
-                   model_bytes=record["model_bytes"],
-                   int8_bytes=_saved_bytes(quantize_int8(fp32.asr_model), outdir),
-                   onnx_bytes=record.get("onnx_bytes"),
-                   pack_bytes=Path(record["pack"]).stat().st_size if record.get("pack") else None,
-                   latency_ms=table.get(file_key(outdir / "model.pth", "fp32"),
-                                        lambda: fp32.asr_model),
-                   int8_latency_ms=table.get(file_key(outdir / "model.pth", "int8"),
-                                             lambda: int8.asr_model),
-                   greedy={})
-        for dset in test_sets:
-            ref, scp = dumpdir / "raw" / dset / "text", dumpdir / "raw" / dset / "wav.scp"
-            hyp = {name: greedy_decode(s2t, scp, outdir / "greedy" / dset / f"{name}.txt")
-                   for name, s2t in (("supernet", supernet), ("fp32", fp32), ("int8", int8))}
-            same = hyp["supernet"].read_text() == hyp["fp32"].read_text()
-            if not same:
-                raise RuntimeError(f"size {size}, {dset}: the exported model's greedy "
-                                   f"hypotheses differ from the supernet's ({hyp['fp32']})")
-            row["greedy"][dset] = {name: score_files(str(ref), str(h))[0].error_rate
-                                   for name, h in hyp.items()}
-            row["greedy"][dset]["identical_to_supernet"] = same
-        rows.append(row)
-        logging.info("size %s: %.2fM params, %.1f ms fp32, %.1f ms int8", size,
-                     row["params"] / 1e6, row["latency_ms"], row["int8_latency_ms"])
-    return rows
-
-
-def _saved_bytes(model: torch.nn.Module, outdir: Path) -> int:
-    path = outdir / "model_int8.pth"
-    if not path.exists():
-        torch.save(model.state_dict(), path)
-    return path.stat().st_size
-
-
-def deployment_table(rows: List[dict], wer13: Dict[tuple, float], test_sets: List[str]) -> str:
-    """Markdown table of the rows (fractions relative to the largest size)."""
-    full = max(rows, key=lambda r: r["params"])
-    head = ("| size | encoder | params | GFLOPs/s | model.pth | int8 | ONNX | size vs full "
-            "| latency fp32 | latency int8 |"
-            + "".join(f" WER {d} | greedy fp32 / int8 {d} |" for d in test_sets))
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        mb = lambda b: f"{b / 2**20:.2f} MB" if b else "-"  # noqa: E731
-        cells = [r["size"], r["encoder"], f"{r['params'] / 1e6:.2f}M",
-                 f"{r['encoder_gflops_per_sec']:.2f}", mb(r["model_bytes"]),
-                 mb(r["int8_bytes"]), mb(r["onnx_bytes"]),
-                 f"{r['model_bytes'] / full['model_bytes']:.3f} (params "
-                 f"{r['params'] / full['params']:.3f})",
-                 f"{r['latency_ms']:.1f} ms", f"{r['int8_latency_ms']:.1f} ms"]
-        for d in test_sets:
-            g = r["greedy"][d]
-            w = wer13.get((r["size"], d))
-            cells += ["-" if w is None else f"{w:.2f}", f"{g['fp32']:.2f} / {g['int8']:.2f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def pareto_plot(rows: List[dict], wer13: Dict[tuple, float], test_set: str, path: Path) -> None:
-    """WER vs params and WER vs measured latency, one point per size (fp32 and int8)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, label in ((axes[0], "params", "parameters (M)"),
-                           (axes[1], "latency_ms", "CPU latency, 10 s input (ms)")):
-        for variant, marker in (("fp32", "o"), ("int8", "^")):
-            xs, ys = [], []
-            for r in rows:
-                wer = wer13.get((r["size"], test_set), r["greedy"][test_set]["fp32"])
-                if variant == "int8":
-                    wer += r["greedy"][test_set]["int8"] - r["greedy"][test_set]["fp32"]
-                x = r[key] / 1e6 if key == "params" else r[
-                    "latency_ms" if variant == "fp32" else "int8_latency_ms"]
-                if key == "params" and variant == "int8":
-                    continue
-                xs.append(x)
-                ys.append(wer)
-                ax.annotate(r["size"], (x, wer), textcoords="offset points", xytext=(4, 4))
-            if xs:
-                ax.plot(xs, ys, marker=marker, label=variant)
-        ax.set_xlabel(label)
-        ax.set_ylabel(f"WER {test_set} (%)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle("One supernet, every size: WER vs size and vs latency")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write_section(results_md: Path, table: str, threads: int) -> None:
-    """Replace (or add) the deployment section of RESULTS.md."""
-    text = results_md.read_text() if results_md.exists() else "# RESULTS\n"
-    text = re.split(rf"\n{re.escape(SECTION)}\n", text)[0].rstrip("\n")
-    text += (f"\n\n{SECTION}\nExported models (`export/size<N>/`): parameters, encoder "
-             "GFLOPs per second of audio, file sizes, CPU latency of encoder + CTC greedy on "
-             f"a 10 s input ({threads} threads, median, this machine), WER of stage 13 and "
-             "CTC-greedy WER of the exported fp32 / int8 model (the fp32 hypotheses equal "
-             "the masked supernet's). Plot: `pareto.png`.\n\n" + table + "\n")
-    results_md.write_text(text)
-
-
-def main(cmd: Optional[List[str]] = None) -> None:
-    """Measure, write deploy.json, the RESULTS.md section and the plot."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+def get_parser() -> argparse.ArgumentParser:
+    """Command-line parser."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exp", type=Path, required=True)
@@ -201,20 +36,20 @@ def main(cmd: Optional[List[str]] = None) -> None:
     parser.add_argument("--test_sets", default="dev_clean test_clean")
     parser.add_argument("--dumpdir", type=Path, default=Path("dump"))
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(cmd)
-    test_sets = args.test_sets.split()
-    try:
-        model_file = args.asr_model_file or Path(json.loads(next(
-            (args.exp / "export").glob("size*/export.json")).read_text())["source"]["model"])
-        rows = size_rows(args.exp, model_file, test_sets, args.dumpdir, args.threads)
-    except (FileNotFoundError, StopIteration, RuntimeError) as error:
-        sys.exit(f"deploy_report: {error or 'no exports found'}")
-    wer13 = stage13_wer(args.exp)
-    (args.exp / "deploy.json").write_text(json.dumps(rows, indent=2) + "\n")
-    table = deployment_table(rows, wer13, test_sets)
-    write_section(args.exp / "RESULTS.md", table, args.threads)
-    pareto_plot(rows, wer13, test_sets[-1], args.exp / "pareto.png")
+    return parser
+
+
+def report(args: argparse.Namespace) -> str:
+    """Measure, write deploy.json, the RESULTS.md section and the plot; print the table."""
+    table = deployment_report(args.exp, args.asr_model_file, args.test_sets.split(),
+                              args.dumpdir, args.threads)
     print(table)
+    return table
+
+
+def main(cmd: Optional[List[str]] = None) -> None:
+    """Write the deployment report of an experiment."""
+    run_cli("deploy_report", get_parser(), cmd, report, (FileNotFoundError, RuntimeError))
 
 
 if __name__ == "__main__":

@@ -26,30 +26,19 @@ transcript (the message names the utterance).
 """
 
 import argparse
-import json
 import logging
 import os
 import sys
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
+from espnet_supernet.data.score_summary import score_summary
 from espnet_supernet.data.scoring import (
-    ResultRow,
     format_result,
     read_results_md,
     results_table,
     score_files,
     write_result,
     write_results_md,
-)
-
-SUMMARY_KEYS = (
-    "size",
-    "test_set",
-    "ref",
-    "hyp",
-    "encoder_params",
-    "total_params",
-    "encoder_gflops_per_sec",
 )
 
 
@@ -74,49 +63,6 @@ def get_parser() -> argparse.ArgumentParser:
                         "--summary names (e.g. their exp dirs were cleaned since), as "
                         "they were written, in its comparison and sections.")
     return parser
-
-
-def score_summary(path: str) -> List[ResultRow]:
-    """Scores every entry of a summary file and writes each entry's result.txt.
-
-    Args:
-        path: The JSON-lines file.
-
-    Returns:
-        One row per entry.
-
-    Raises:
-        ValueError: On a malformed entry or an empty reference transcript.
-    """
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        lines = [(n, line) for n, line in enumerate(f, 1) if line.strip()]
-    for lineno, line in lines:
-        where = f"{path}:{lineno}"
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: not JSON: {e}") from e
-        absent = [k for k in SUMMARY_KEYS if k not in entry]
-        if absent:
-            raise ValueError(f"{where}: missing {', '.join(absent)}")
-        wer, cer = score_files(entry["ref"], entry["hyp"])
-        out = entry.get("out") or os.path.join(os.path.dirname(entry["hyp"]), "score")
-        logging.info("%s: %s", where, write_result(out, entry["ref"], entry["hyp"], wer, cer))
-        rows.append(
-            ResultRow(
-                size=str(entry["size"]),
-                test_set=str(entry["test_set"]),
-                wer=wer,
-                cer=cer,
-                encoder_params=int(entry["encoder_params"]),
-                total_params=int(entry["total_params"]),
-                encoder_gflops_per_sec=float(entry["encoder_gflops_per_sec"]),
-            )
-        )
-    if not rows:
-        raise ValueError(f"{path}: no entries")
-    return rows
 
 
 def main(cmd: Optional[Sequence[str]] = None) -> None:

@@ -18,101 +18,18 @@ for the densest uniform level within the budget, and the search history.
 """
 
 import argparse
-import random
-import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional
-
-import torch
-import yaml
+from typing import List, Optional
 
 from espnet_supernet.bin.cli import run_cli
-from espnet_supernet.selection.ortho_softmax import parse_budget
-from espnet_supernet.sparsity.layerwise_search import (
-    greedy_layerwise_search,
-    uniform_within_budget,
-)
-from espnet_supernet.tasks.asr import SupernetASRTask
-
-
-def load_batches(train_args: argparse.Namespace, data: List[str], num_utts: int,
-                 batch_size: int, seed: int) -> List[Dict[str, torch.Tensor]]:
-    """``num_utts`` utterances (speech + tokenized text) of the data files, batched."""
-    triples = [tuple(d.split(",")) for d in data]
-    if sorted(t[1] for t in triples) != ["speech", "text"]:
-        raise ValueError("give --data_path_and_name_and_type for speech and for text")
-    for path, _, _ in triples:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path} does not exist")
-    speech_path = next(p for p, n, _ in triples if n == "speech")
-    keys = [line.split(maxsplit=1)[0] for line in open(speech_path, encoding="utf-8")
-            if line.strip()]
-    chosen = sorted(random.Random(seed).sample(keys, min(num_utts, len(keys))))
-    with tempfile.NamedTemporaryFile("w", suffix=".scp") as key_file:
-        key_file.write("".join(f"{k}\n" for k in chosen))
-        key_file.flush()
-        loader = SupernetASRTask.build_streaming_iterator(
-            data_path_and_name_and_type=triples, dtype="float32", batch_size=batch_size,
-            key_file=key_file.name, num_workers=0,
-            preprocess_fn=SupernetASRTask.build_preprocess_fn(train_args, False),
-            collate_fn=SupernetASRTask.build_collate_fn(train_args, False),
-            allow_variable_data_keys=False, inference=False)
-        return [batch for _, batch in loader]
+from espnet_supernet.deploy.sparsity_search import sparsity_search
 
 
 def search(args: argparse.Namespace) -> dict:
     """Run the search; returns the record written to ``--output``."""
-    for path in (args.asr_train_config, args.asr_model_file):
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path} does not exist")
-    model, train_args = SupernetASRTask.build_model_from_file(
-        args.asr_train_config, args.asr_model_file, "cpu")
-    sparsity = getattr(model, "sparsity", None)
-    if sparsity is None:
-        raise ValueError(f"{args.asr_train_config} was not trained with sparsity "
-                         "(sparsity: omni): there are no per-layer levels to search")
-    model.eval()
-    batches = load_batches(train_args, args.data_path_and_name_and_type, args.num_utts,
-                           args.batch_size, args.seed)
-    dense_encoder = sum(p.numel() for p in model.encoder.parameters())
-    fixed = dense_encoder - sparsity.prunable_params
-
-    def params_of(config: Dict[int, int]) -> int:
-        return fixed + sparsity.nonzero_params([config[t.block] for t in sparsity.targets])
-
-    def score_of(config: Dict[int, int]) -> float:
-        sparsity.set_layerwise(config)
-        total = sum(float(model.active_loss(**b)) * b["speech"].size(0) for b in batches)
-        return total / sum(b["speech"].size(0) for b in batches)
-
-    blocks, levels = sparsity.blocks, len(sparsity.levels)
-    value, absolute = parse_budget(args.budget)
-    budget = int(value if absolute else value * dense_encoder)
-    low, high = params_of({b: levels - 1 for b in blocks}), dense_encoder
-    if not low <= budget <= high:
-        raise ValueError(f"budget {args.budget} ({budget} encoder parameters) is outside "
-                         f"what the trained levels reach: {low} .. {high} "
-                         f"({low / dense_encoder:.3f} .. 1.0 of the dense encoder)")
-    result = greedy_layerwise_search(blocks, levels, params_of, score_of, budget)
-    uniform = uniform_within_budget(blocks, levels, params_of, budget)
-    record = {
-        "budget": budget, "dense_encoder_params": dense_encoder,
-        "levels": sparsity.levels, "num_utts": sum(b["speech"].size(0) for b in batches),
-        "block_sparsity": {b: sparsity.levels[i] for b, i in result.config.items()},
-        "encoder_params": result.params, "dev_loss": result.score,
-        "uniform": {"sparsity": sparsity.levels[uniform[blocks[0]]],
-                    "encoder_params": params_of(uniform), "dev_loss": score_of(uniform)},
-        "history": [{"block_sparsity": {b: sparsity.levels[i] for b, i in h["config"].items()},
-                     "encoder_params": h["params"], "dev_loss": h["score"]}
-                    for h in result.history],
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(yaml.safe_dump(record, sort_keys=False))
-    print(f"per-layer sparsity {list(record['block_sparsity'].values())}: "
-          f"{result.params} encoder params, dev loss {result.score:.4f}; uniform "
-          f"{record['uniform']['sparsity']}: {record['uniform']['encoder_params']} params, "
-          f"dev loss {record['uniform']['dev_loss']:.4f} -> {args.output}")
-    return record
+    return sparsity_search(args.asr_train_config, args.asr_model_file,
+                           args.data_path_and_name_and_type, args.budget, args.output,
+                           num_utts=args.num_utts, batch_size=args.batch_size, seed=args.seed)
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -14,11 +14,10 @@ every piece of the model, ``<sos/eos>`` (one per line, the line number is the to
 
 import argparse
 import logging
-import tempfile
 from pathlib import Path
 from typing import List, Optional
 
-import sentencepiece as spm
+from espnet_supernet.data.bpe import train_bpe, write_token_list
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -36,39 +35,16 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(cmd: Optional[List[str]] = None) -> None:
-    """Train the model."""
+    """Train the model (and write the token list)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = get_parser().parse_args(cmd)
-    lines = [ln.split(maxsplit=1) for ln in args.text.read_text(encoding="utf-8").splitlines()]
-    sentences = [parts[1] for parts in lines if len(parts) == 2]
-    if not sentences:
-        raise SystemExit(f"train_bpe: {args.text} has no transcripts")
-    args.model_prefix.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8") as f:
-        f.write("\n".join(sentences) + "\n")
-        f.flush()
-        spm.SentencePieceTrainer.train(
-            input=f.name,
-            model_prefix=str(args.model_prefix),
-            vocab_size=args.vocab_size,
-            model_type=args.model_type,
-            character_coverage=args.character_coverage,
-            input_sentence_size=100_000_000,
-            minloglevel=2,
-        )
-    logging.info("wrote %s.model (%d sentences)", args.model_prefix, len(sentences))
+    try:
+        model = train_bpe(args.text, args.model_prefix, args.vocab_size, args.model_type,
+                          args.character_coverage)
+    except ValueError as error:  # no transcripts
+        raise SystemExit(f"train_bpe: {error}") from None
     if args.token_list is not None:
-        write_token_list(Path(f"{args.model_prefix}.model"), args.token_list)
-
-
-def write_token_list(model: Path, output: Path) -> None:
-    """ESPnet token list of a sentencepiece model (blank 0, unk 1, sos/eos last)."""
-    sp = spm.SentencePieceProcessor(model_file=str(model))
-    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())
-              if not (sp.is_unknown(i) or sp.is_control(i))]
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text("\n".join(["<blank>", "<unk>", *pieces, "<sos/eos>"]) + "\n")
-    logging.info("wrote %s (%d tokens)", output, len(pieces) + 3)
+        write_token_list(model, args.token_list)
 
 
 if __name__ == "__main__":

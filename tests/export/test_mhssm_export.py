@@ -7,7 +7,8 @@ import pytest
 import torch
 import yaml
 
-from espnet_supernet.bin.export import export_model, load_supernet
+from espnet_supernet.export.model_export import export_model
+from espnet_supernet.export.supernet_loading import load_supernet
 from espnet_supernet.tasks.asr import SupernetASRTask
 
 from tiny_models import make_transducer

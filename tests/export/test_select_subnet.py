@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from espnet_supernet.bin.select_subnet import budget_value, choose, get_parser, select
+from espnet_supernet.bin.select_subnet import get_parser, select
+from espnet_supernet.deploy.budget_selection import budget_value, choose
 from espnet_supernet.export.latency import LatencyTable, file_key
 
 from tiny_models import make_task_supernet as make_supernet

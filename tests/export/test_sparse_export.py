@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from espnet_supernet.bin.asr_inference import speech2text
-from espnet_supernet.bin.export import export_sparse_model
-from espnet_supernet.bin.subnet_report import subnet_report
+from espnet_supernet.decode.speech2text import speech2text
+from espnet_supernet.deploy.subnet_report import subnet_report
+from espnet_supernet.export.model_export import export_sparse_model
 from espnet_supernet.export.sparse_storage import compress_state_dict, decompress_state_dict
 from tiny_models import make_task_supernet
 

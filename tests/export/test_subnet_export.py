@@ -8,15 +8,11 @@ import pytest
 import torch
 import yaml
 
-from espnet_supernet.bin.export import (
-    build_from_config,
-    load_supernet,
-    max_encoder_difference,
-    pack,
-    write_export,
-)
 from espnet_supernet.bin.export import main as export_main
-from espnet_supernet.bin.subnet_report import subnet_report
+from espnet_supernet.deploy.subnet_report import subnet_report
+from espnet_supernet.export.export_files import pack, write_export
+from espnet_supernet.export.model_export import max_encoder_difference
+from espnet_supernet.export.supernet_loading import build_from_config, load_supernet
 from espnet_supernet.export.subnet_export import export_subnet
 from espnet_supernet.nets.pruned_conformer_encoder import PrunedConformerEncoder
 from tiny_models import COMPONENT_MASK, make_task_supernet as make_supernet

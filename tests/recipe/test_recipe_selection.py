@@ -71,7 +71,7 @@ def test_learned_sizes_are_decoded_and_scored(selected):
 
 
 def test_decoder_loads_the_learned_mask(selected, prepared, monkeypatch):
-    from espnet_supernet.bin.asr_inference import speech2text
+    from espnet_supernet.decode.speech2text import speech2text
 
     monkeypatch.chdir(prepared.recipe)  # config.yaml paths are relative to the recipe
     exp = selected["simple_topk"]

@@ -66,7 +66,7 @@ def test_train_only_trains_and_validates_one_size_alone(tmp_path):
 
 
 def test_per_size_decoding_with_transducer_beam_search(tmp_path):
-    from espnet_supernet.bin.asr_inference import speech2text
+    from espnet_supernet.decode.speech2text import speech2text
 
     args, model = build(tmp_path)
     config = vars(args)
@@ -97,7 +97,7 @@ def test_needs_a_transducer_decoder_and_a_supernet_encoder(tmp_path):
 
 
 def test_subnet_report_of_the_mhssm_supernet(tmp_path):
-    from espnet_supernet.bin.subnet_report import subnet_report
+    from espnet_supernet.deploy.subnet_report import subnet_report
 
     _, model = build(tmp_path)
     report = subnet_report(model, seconds=2.0)

@@ -1,0 +1,108 @@
+"""Per-layer sparsities of an Omni-sparsity model that meet an encoder parameter budget.
+
+Every block can take any trained level (the masks are nested), so candidates need no
+retraining: each is scored by its loss on a few dev utterances, and the greedy search of
+:mod:`espnet_supernet.sparsity.layerwise_search` picks the levels. The command line is
+``espnet_supernet.bin.sparsity_search``.
+"""
+
+import argparse
+import random
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+import yaml
+
+from espnet_supernet.data.utterance_subset import load_utterances, read_keys
+from espnet_supernet.selection.ortho_softmax import parse_budget
+from espnet_supernet.sparsity.layerwise_search import (
+    greedy_layerwise_search,
+    uniform_within_budget,
+)
+from espnet_supernet.tasks.asr import SupernetASRTask
+
+
+def load_batches(train_args: argparse.Namespace, data: List[str], num_utts: int,
+                 batch_size: int, seed: int) -> List[Dict[str, torch.Tensor]]:
+    """``num_utts`` utterances (speech + tokenized text) of the data files, drawn with
+    ``seed``, batched."""
+    triples = [tuple(d.split(",")) for d in data]
+    if sorted(t[1] for t in triples) != ["speech", "text"]:
+        raise ValueError("give --data_path_and_name_and_type for speech and for text")
+    for path, _, _ in triples:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path} does not exist")
+    keys = read_keys(next(p for p, n, _ in triples if n == "speech"))
+    chosen = sorted(random.Random(seed).sample(keys, min(num_utts, len(keys))))
+    return load_utterances(train_args, triples, chosen, batch_size, inference=False)
+
+
+def search_block_sparsity(model: torch.nn.Module, batches: List[Dict[str, torch.Tensor]],
+                          budget_text: str) -> dict:
+    """Search the per-block levels of ``model`` (eval mode, ``model.sparsity`` set) within
+    ``budget_text`` encoder nonzero parameters (a fraction of the dense encoder or
+    absolute, e.g. ``1.2M``), scored by the mean loss over ``batches``.
+
+    Returns:
+        ``budget``, ``block_sparsity``, its ``encoder_params`` and ``dev_loss``, the same
+        for the densest ``uniform`` level within the budget, and the search ``history``.
+    """
+    sparsity = model.sparsity
+    dense_encoder = sum(p.numel() for p in model.encoder.parameters())
+    fixed = dense_encoder - sparsity.prunable_params
+
+    def params_of(config: Dict[int, int]) -> int:
+        return fixed + sparsity.nonzero_params([config[t.block] for t in sparsity.targets])
+
+    def score_of(config: Dict[int, int]) -> float:
+        sparsity.set_layerwise(config)
+        total = sum(float(model.active_loss(**b)) * b["speech"].size(0) for b in batches)
+        return total / sum(b["speech"].size(0) for b in batches)
+
+    blocks, levels = sparsity.blocks, len(sparsity.levels)
+    value, absolute = parse_budget(budget_text)
+    budget = int(value if absolute else value * dense_encoder)
+    low, high = params_of({b: levels - 1 for b in blocks}), dense_encoder
+    if not low <= budget <= high:
+        raise ValueError(f"budget {budget_text} ({budget} encoder parameters) is outside "
+                         f"what the trained levels reach: {low} .. {high} "
+                         f"({low / dense_encoder:.3f} .. 1.0 of the dense encoder)")
+    result = greedy_layerwise_search(blocks, levels, params_of, score_of, budget)
+    uniform = uniform_within_budget(blocks, levels, params_of, budget)
+    return {
+        "budget": budget, "dense_encoder_params": dense_encoder,
+        "levels": sparsity.levels, "num_utts": sum(b["speech"].size(0) for b in batches),
+        "block_sparsity": {b: sparsity.levels[i] for b, i in result.config.items()},
+        "encoder_params": result.params, "dev_loss": result.score,
+        "uniform": {"sparsity": sparsity.levels[uniform[blocks[0]]],
+                    "encoder_params": params_of(uniform), "dev_loss": score_of(uniform)},
+        "history": [{"block_sparsity": {b: sparsity.levels[i] for b, i in h["config"].items()},
+                     "encoder_params": h["params"], "dev_loss": h["score"]}
+                    for h in result.history],
+    }
+
+
+def sparsity_search(config: Path, model_file: Path, data: List[str], budget: str,
+                    output: Path, num_utts: int = 100, batch_size: int = 8,
+                    seed: int = 0) -> dict:
+    """Load the model, search (``search_block_sparsity``) on ``num_utts`` utterances of
+    ``data`` (``path,name,type`` strings for speech and text), write the record to
+    ``output`` (YAML), print a summary line and return the record."""
+    for path in (config, model_file):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path} does not exist")
+    model, train_args = SupernetASRTask.build_model_from_file(config, model_file, "cpu")
+    if getattr(model, "sparsity", None) is None:
+        raise ValueError(f"{config} was not trained with sparsity "
+                         "(sparsity: omni): there are no per-layer levels to search")
+    model.eval()
+    batches = load_batches(train_args, data, num_utts, batch_size, seed)
+    record = search_block_sparsity(model, batches, budget)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(yaml.safe_dump(record, sort_keys=False))
+    print(f"per-layer sparsity {list(record['block_sparsity'].values())}: "
+          f"{record['encoder_params']} encoder params, dev loss {record['dev_loss']:.4f}; "
+          f"uniform {record['uniform']['sparsity']}: {record['uniform']['encoder_params']} "
+          f"params, dev loss {record['uniform']['dev_loss']:.4f} -> {output}")
+    return record
