@@ -62,6 +62,13 @@ def defer_import(name: str) -> None:
         parent = module
 
 
+def defer_unused_imports() -> None:
+    """Defer every :data:`DEFERRED` module (see :func:`defer_import`): what
+    :func:`import_quietly` and ``espnet_supernet.bin.espnet_tool`` do before ESPnet loads."""
+    for name in DEFERRED:
+        defer_import(name)
+
+
 def load_deferred(name: str) -> ModuleType:
     """Import the real module ``name`` in place of its placeholders; the placeholders
     (still referenced by whoever imported them) take on the real modules' namespaces."""
@@ -82,8 +89,7 @@ def import_quietly(module: str) -> ModuleType:
         return sys.modules[module]
     importlib.import_module("torch")  # first: its import reads every loaded module
 
-    for name in DEFERRED:
-        defer_import(name)
+    defer_unused_imports()
     captured = io.StringIO()
     nltk = sys.modules.get("nltk")  # not loaded at all while g2p_en is deferred
     download = nltk.download if nltk is not None else None

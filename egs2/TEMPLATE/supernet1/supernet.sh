@@ -130,8 +130,8 @@ if [ $stage -le 5 ] && [ $stop_stage -ge 5 ]; then
   else
     log "Stage 5: character token list -> $token_list"
     mkdir -p $token_listdir
-    $python -m espnet2.bin.tokenize_text --token_type char --field 2- \
-      --input $dumpdir/raw/$train_set/text --output "$token_list" --write_vocabulary true \
+    $python -m espnet_supernet.bin.espnet_tool espnet2.bin.tokenize_text --token_type char \
+      --field 2- --input $dumpdir/raw/$train_set/text --output "$token_list" --write_vocabulary true \
       --add_symbol '<blank>:0' --add_symbol '<unk>:1' --add_symbol '<sos/eos>:-1'
   fi
 fi
@@ -151,8 +151,8 @@ if [ "$use_lm" = true ] && [ $stage -le 6 ] && [ $stop_stage -ge 6 ]; then
   logdir=$lm_stats_dir/logdir; mkdir -p $logdir
   cut -d' ' -f1 $lm_dir/train.txt > $logdir/train.keys; cut -d' ' -f1 $lm_dir/dev.txt > $logdir/dev.keys
   ${train_cmd} $logdir/stats.log \
-    $python -m espnet2.bin.lm_train --collect_stats true "${data_opts[@]}" \
-      --non_linguistic_symbols none --config "$lm_config" \
+    $python -m espnet_supernet.bin.espnet_tool espnet2.bin.lm_train --collect_stats true \
+      "${data_opts[@]}" --non_linguistic_symbols none --config "$lm_config" \
       --train_data_path_and_name_and_type $lm_dir/train.txt,text,text \
       --valid_data_path_and_name_and_type $lm_dir/dev.txt,text,text \
       --train_shape_file $logdir/train.keys --valid_shape_file $logdir/dev.keys \
@@ -169,8 +169,8 @@ if [ "$use_lm" = true ] && [ $stage -le 7 ] && [ $stop_stage -ge 7 ]; then
   $python -m espnet2.bin.launch --cmd "${cuda_cmd} --name $lm_exp/train.log" \
     --log $lm_exp/train.log --ngpu $ngpu --num_nodes $num_nodes \
     --init_file_prefix $lm_exp/.dist_init_ --multiprocessing_distributed true -- \
-    $python -m espnet2.bin.lm_train "${data_opts[@]}" --non_linguistic_symbols none \
-      --config "$lm_config" \
+    $python -m espnet_supernet.bin.espnet_tool espnet2.bin.lm_train "${data_opts[@]}" \
+      --non_linguistic_symbols none --config "$lm_config" \
       --train_data_path_and_name_and_type $lm_dir/train.txt,text,text \
       --valid_data_path_and_name_and_type $lm_dir/dev.txt,text,text \
       --train_shape_file $lm_stats_dir/train/text_shape.$token_type \
@@ -181,7 +181,7 @@ fi
 if [ "$use_lm" = true ] && [ $stage -le 8 ] && [ $stop_stage -ge 8 ]; then
   log "Stage 8: LM perplexity on $test_sets -> $lm_exp/perplexity_test/*/ppl"
   for dset in $test_sets; do
-    $python -m espnet2.bin.lm_calc_perplexity --ngpu 0 \
+    $python -m espnet_supernet.bin.espnet_tool espnet2.bin.lm_calc_perplexity --ngpu 0 \
       --data_path_and_name_and_type $dumpdir/raw/$dset/text,text,text \
       --train_config $lm_exp/config.yaml --model_file $lm_exp/$inference_lm \
       --output_dir $lm_exp/perplexity_test/$dset --log_level WARNING
