@@ -61,9 +61,9 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
             1 / (1 - p) when kept); 0.3-0.4 in Dynamic Encoder Size's step 2.
         largest_warmup_steps: the first N updates train only the largest subnet, the
             sandwich rule starts after them (Once-for-All, Cai et al. 2020, trains the full
-            network before sampling subnets). The other slots' stats are NaN meanwhile, so
-            every step reports the same keys. With a learned selection, whose step 1
-            trains the whole supernet anyway, leave it at 0.
+            network before sampling subnets). The other slots' stats are None meanwhile
+            (see Stats). With a learned selection, whose step 1 trains the whole
+            supernet anyway, leave it at 0.
 
     The selection method (``AbsSelection``) is attached by the task (``set_selection``);
     without one the configured masks are used from the start. With ``sparsity: omni``
@@ -71,10 +71,14 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
     subnets are its sparsity levels (``train/sparse_subnets.py``).
 
     Stats: training reports ``loss``, ``loss_max``, ``loss_min``, ``loss_rand{i}`` (and
-    ``loss_kd``) by slot, the same keys on every rank (in a selection's step 1:
-    ``loss_super``, ``loss_sub`` and the method's own; keys of an earlier phase stay, as
-    NaN, so that a switch inside an epoch keeps ESPnet's reporter consistent); validation
-    reports ``loss_<size>``,
+    ``loss_kd``) by slot (in a selection's step 1: ``loss_super``, ``loss_sub`` and the
+    method's own). Every step returns the same keys, in the same order on every DDP rank;
+    a slot that did not train in the step (the warm-up's, or a key of an earlier phase)
+    is None, as ESPnet's own models report what they did not compute: ESPnet's trainer
+    drops None stats before averaging them over ranks (the same keys on every rank, as
+    the plan depends on the step only), and its reporter leaves them out of the step's
+    average, so the log shows no ``nan`` for them and an epoch in which a slot never
+    trained does not list it. Validation reports ``loss_<size>``,
     ``cer_ctc_<size>`` (and ``acc_<size>``, ``cer_<size>``, ``wer_<size>`` with a decoder)
     for every named size, ``loss`` being their mean and ``acc`` the largest size's.
     """
@@ -131,7 +135,7 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
             self.ctc.ctc_lo = SwitchableLinear(self.ctc.ctc_lo, len(self.subnet_names))
         self.register_buffer("sandwich_step", torch.zeros((), dtype=torch.long))
         # Training stat keys seen so far, in order: a key that a later phase no longer
-        # reports (step 1 -> sandwich) is sent as NaN, which ESPnet's reporter skips.
+        # reports (step 1 -> sandwich) is sent as None (see Stats in the docstring).
         self._train_keys: Dict[str, None] = {}
         self.active_subnet = self.subnet_names[-1]
         self.set_subnet(None)
@@ -250,9 +254,8 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
             return plan, self.selection.regularizer(step), stats
         plan = [(slot, name, None, weight) for slot, name, weight in self.sandwich_plan(step)]
         stats: Stats = {}
-        if step < self.largest_warmup_steps:
-            nan = torch.tensor(float("nan"))
-            stats = {f"loss_{slot}": nan for slot, _, _, _ in plan[1:]}
+        if step < self.largest_warmup_steps:  # the other slots do not train: None
+            stats = {f"loss_{slot}": None for slot, _, _, _ in plan[1:]}
             plan = plan[:1]
         depth_gates = self.stochastic_depth_gates(step)
         if depth_gates is not None:
@@ -333,12 +336,12 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
 
         if not self.training:
             stats["acc"] = stats.get(f"acc_{self.subnet_names[-1]}")
-        if self.training and self.inplace_kd_weight > 0 and len(plan) > 1:
-            stats["loss_kd"] = kd_total / (len(plan) - 1)
+        if self.training and self.inplace_kd_weight > 0:
+            stats["loss_kd"] = kd_total / (len(plan) - 1) if len(plan) > 1 else None
         stats["loss"] = total.detach()
         if self.training:
             for key in self._train_keys:
-                stats.setdefault(key, torch.tensor(float("nan")))
+                stats.setdefault(key, None)
             self._train_keys.update(dict.fromkeys(stats))
         loss, stats, weight = force_gatherable((total, stats, batch_size), total.device)
         return loss, stats, weight

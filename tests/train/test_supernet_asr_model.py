@@ -1,12 +1,20 @@
 """SupernetASRModel: sandwich rule, shared front end, stats by slot, per-size heads, KD."""
 
+import logging
+import re
+
 import pytest
 import torch
 from espnet2.asr.ctc import CTC
+from espnet2.train.distributed_utils import DistributedOption
+from espnet2.train.reporter import Reporter
+from espnet2.train.trainer import TrainerOptions
 
 from tiny_models import VOCAB, make_model
 from espnet_supernet.nets.switchable_linear import SwitchableLinear
+from espnet_supernet.selection.simple_topk import SimpleTopKSelection
 from espnet_supernet.train.supernet_asr_model import SupernetASRModel
+from espnet_supernet.train.supernet_trainer import SupernetTrainer
 
 @pytest.fixture
 def batch(feats):
@@ -58,13 +66,79 @@ def test_largest_warmup_trains_only_the_largest_then_sandwich(batch):
     loss, stats, _ = model(**batch)  # step 0: warm-up, only the largest
     assert ran == [0, 2]
     assert torch.allclose(loss, stats["loss_max"])
-    assert torch.isnan(stats["loss_min"]) and torch.isnan(stats["loss_rand0"])
+    assert stats["loss_min"] is None and stats["loss_rand0"] is None  # not trained
     ran.clear()
     _, stats2, _ = model(**batch)  # step 1: sandwich (max, min, middle)
     assert ran.count(2) == 3 and set(stats2) == set(stats)
     assert torch.isfinite(stats2["loss_min"])
     with pytest.raises(ValueError, match="largest_warmup_steps"):
         make_model(largest_warmup_steps=-1)
+
+
+def _train_epochs_with_espnet(model, batch, epochs: int, steps: int):
+    """``epochs`` training epochs of ``steps`` batches through the recipe's trainer and
+    ESPnet's Reporter; returns each epoch's summary line (what train.log shows)."""
+    options = TrainerOptions(
+        ngpu=0, resume=False, use_amp=False, train_dtype="float32", grad_noise=False,
+        accum_grad=1, grad_clip=5.0, grad_clip_type=2.0, log_interval=1,
+        no_forward_run=False, use_matplotlib=False, use_tensorboard=False, use_wandb=False,
+        adapter="lora", use_adapter=False, save_strategy="all", output_dir=".",
+        max_epoch=epochs, seed=0, sharded_ddp=False, patience=None, keep_nbest_models=1,
+        nbest_averaging_interval=0, early_stopping_criterion=("valid", "loss", "min"),
+        best_model_criterion=(("valid", "loss", "min"),), val_scheduler_criterion=(
+            "valid", "loss"), unused_parameters=False, wandb_model_log_interval=-1,
+        create_graph_in_tensorboard=False, gradient_as_bucket_view=True, ddp_comm_hook=None,
+    )  # fmt: skip
+    optim = torch.optim.SGD(model.parameters(), lr=0.1)
+    reporter, summaries = Reporter(), []
+    for epoch in range(1, epochs + 1):
+        reporter.set_epoch(epoch)
+        with reporter.observe("train") as sub:
+            SupernetTrainer.train_one_epoch(
+                model=model, iterator=[([f"u{i}", "u"], dict(batch)) for i in range(steps)],
+                optimizers=[optim], schedulers=[None], scaler=None, reporter=sub,
+                summary_writer=None, options=options, distributed_option=DistributedOption())
+        summaries.append(reporter.log_message())
+    return summaries
+
+
+@pytest.mark.parametrize("phase", ["largest_warmup", "selection_step_1"])
+def test_slots_that_did_not_train_are_left_out_of_the_log_not_nan(phase, batch, caplog):
+    """Epoch 1 trains only the largest subnet (warm-up) or is a learned selection's step
+    1; epoch 2 is the sandwich rule. What ESPnet logs shows each slot only where it
+    trained: never ``loss_min=nan`` (warm-up) or ``loss_super=nan`` (after step 1)."""
+    if phase == "largest_warmup":
+        model = make_model(largest_warmup_steps=3, inplace_kd_weight=0.5)
+        first_only, later = {"loss_max"}, {"loss_max", "loss_min", "loss_rand0", "loss_kd"}
+    else:
+        model = make_model()
+        masks = {n: model.encoder.subnet_mask(n) for n in model.subnet_names}
+        model.set_selection(SimpleTopKSelection(masks, selection_epochs=1))
+        first_only, later = {"loss_super", "loss_sub"}, {"loss_max", "loss_min", "loss_rand0"}
+    with caplog.at_level(logging.INFO):
+        summaries = _train_epochs_with_espnet(model, batch, epochs=2, steps=3)
+    assert "1epoch:train:1-1batch" in caplog.text  # ESPnet's per-interval lines too
+    logged = caplog.text + "\n".join(summaries)
+    assert not re.search(r"=nan\b", logged), logged
+    first, second = ({k for k in re.findall(r"(\w+)=[-\d.e+]+", line) if k.startswith("loss_")}
+                     for line in summaries)
+    assert first_only <= first and not first & (later - {"loss_max"}), summaries[0]
+    assert later <= second and not second & (first_only - {"loss_max"}), summaries[1]
+
+
+def test_untrained_slots_are_the_same_on_every_rank(batch):
+    """DDP: ESPnet's trainer drops None stats before averaging them over the ranks, so
+    every rank must report the same keys, in the same order, with None at the same
+    places, whatever its data (here: two ranks' models with different batches)."""
+    ranks = [make_model(largest_warmup_steps=2, inplace_kd_weight=0.5) for _ in range(2)]
+    texts = [batch["text"], torch.flip(batch["text"], dims=[1])]
+    for model in ranks:
+        model.train()
+    for step in range(4):  # 2 warm-up steps, then the sandwich rule
+        layouts = [[(k, v is None) for k, v in model(**{**batch, "text": text.clone()})[1].items()]
+                   for model, text in zip(ranks, texts)]
+        assert layouts[0] == layouts[1], (step, layouts)
+        assert dict(layouts[0])["loss_min"] == (step < 2)
 
 
 def test_validation_reports_every_size(batch):

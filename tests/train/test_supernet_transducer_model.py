@@ -29,6 +29,20 @@ def test_sandwich_step_with_kd(tmp_path):
     assert model.joint_network.lin_out.weight.grad is not None
 
 
+@pytest.mark.parametrize("train_only", [None, "small"])
+def test_training_stats_are_the_slots_that_trained(train_only, tmp_path):
+    """No warm-up or phase here: every step reports exactly its plan's slots, each a
+    finite loss (no NaN or None placeholder for a slot that did not train)."""
+    _, model = build(tmp_path, train_only=train_only)
+    model.train()
+    for step in range(3):
+        slots = [slot for slot, _, _ in model.plan(step)]
+        _, stats, _ = model(**batch())
+        kd = [f"kd_{slot}" for slot in slots[1:]]
+        assert set(stats) == {"loss", *(f"loss_{slot}" for slot in slots), *kd}
+        assert all(v is not None and torch.isfinite(v).all() for v in stats.values()), stats
+
+
 def test_adaptive_dropout_and_validation_reports_every_size(tmp_path):
     _, model = build(tmp_path)
     scale = model.dropout_scale
