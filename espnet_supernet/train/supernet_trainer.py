@@ -1,13 +1,131 @@
-"""ESPnet's Trainer, telling a supernet model where each training epoch starts, and
-logging where the ranks of a distributed run are."""
+"""ESPnet's Trainer, telling a supernet model where each training epoch starts, logging
+where the ranks of a distributed run are, and writing checkpoints atomically so that a run
+killed at any moment resumes with ``--resume true`` (the recipe's stage 11 re-run)."""
 
+import contextlib
 import logging
 import os
+import re
+import secrets
 import socket
-from typing import Dict, List, Tuple
+from pathlib import Path
+from typing import BinaryIO, Dict, Iterator, List, Sequence, Tuple, Union
 
 import torch
+from espnet2.train.reporter import Reporter
 from espnet2.train.trainer import Trainer
+
+# ".<target name>.<16 hex digits>.tmp": what atomic_write writes before the rename.
+TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp$")
+
+
+@contextlib.contextmanager
+def atomic_write(path: Union[str, os.PathLike]) -> Iterator[BinaryIO]:
+    """Yields a binary file that replaces ``path`` only once it is completely written.
+
+    The data goes to a temporary file in the same directory, is flushed and fsynced, and
+    is renamed over ``path`` (``os.replace``, atomic on POSIX); the directory is fsynced
+    too. If the block raises (or the process dies), ``path`` keeps its previous content
+    and the temporary file is removed (after a kill, by :func:`remove_stale_temp_files`).
+    A symbolic link is written through (its target is replaced), as ``open`` would.
+    """
+    path = Path(os.path.realpath(path))
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode as open() gives
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself survives a power loss
+    finally:
+        os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def atomic_torch_save() -> Iterator[None]:
+    """Makes ``torch.save(obj, path)`` atomic (:func:`atomic_write`) inside the block.
+
+    ESPnet's ``Trainer.run`` (and ``average_nbest_models``, which it calls) write
+    ``checkpoint.pth``, ``<N>epoch.pth`` and the averaged models with a plain
+    ``torch.save(obj, path)``: a kill during such a save leaves a truncated file and
+    ``--resume`` then fails. They look ``save`` up on the ``torch`` module at call time,
+    so swapping that attribute while ``run`` runs makes their saves atomic without
+    copying their code. Saves to file objects are passed through unchanged.
+    """
+    original = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if not isinstance(f, (str, os.PathLike)):
+            return original(obj, f, *args, **kwargs)
+        with atomic_write(f) as out:
+            original(obj, out, *args, **kwargs)
+
+    torch.save = save
+    try:
+        yield
+    finally:
+        torch.save = original
+
+
+def remove_stale_temp_files(output_dir: Path) -> List[Path]:
+    """Deletes the temporary files of saves that a kill interrupted; returns them."""
+    stale = [p for p in output_dir.glob(".*.tmp") if TEMP_NAME.match(p.name)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def restore_epoch_files(output_dir: Path, best_model_criterion: Sequence[Sequence[str]]
+                        ) -> None:
+    """Completes the files of the last finished epoch after a kill.
+
+    ``Trainer.run`` saves ``checkpoint.pth`` first, then ``<N>epoch.pth``, then updates the
+    ``latest.pth`` / ``<phase>.<key>.best.pth`` links: a kill in between leaves a checkpoint
+    that resumes at epoch N + 1 without epoch N's model file (which the n-best average
+    needs) or with stale links. The model in ``checkpoint.pth`` is that file's content.
+
+    Args:
+        output_dir: The training's output directory (holds ``checkpoint.pth``).
+        best_model_criterion: ESPnet's ``(phase, key, "min"|"max")`` triples.
+    """
+    checkpoint = output_dir / "checkpoint.pth"
+    try:
+        states = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as e:
+        raise RuntimeError(
+            f"cannot read {checkpoint} to resume training ({e}): a run without atomic saves "
+            "(older espnet_supernet, stock ESPnet) was probably killed while writing it; "
+            "delete it to restart training from scratch, or copy a good checkpoint over it"
+        ) from e
+    reporter = Reporter()
+    reporter.load_state_dict(states["reporter"])
+    epoch = reporter.get_epoch()
+    if epoch < 1:
+        return
+    model_file = output_dir / f"{epoch}epoch.pth"
+    if not model_file.exists():
+        logging.warning(f"{model_file} is missing (killed while saving): written from "
+                        f"{checkpoint}")
+        with atomic_torch_save():
+            torch.save(states["model"], model_file)
+    links = {"latest.pth": epoch}
+    for phase, key, mode in best_model_criterion:
+        if reporter.has(phase, key):
+            links[f"{phase}.{key}.best.pth"] = reporter.get_best_epoch(phase, key, mode)
+    for name, best in links.items():
+        link, target = output_dir / name, f"{best}epoch.pth"
+        if (output_dir / target).exists() and not (
+            link.is_symlink() and os.readlink(link) == target
+        ):
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
 
 
 def epoch_length(iterator, num_iters_per_epoch) -> int:
@@ -71,20 +189,33 @@ class SupernetTrainer(Trainer):
 
     A selection method's step 1 is configured in epochs; this is how the model learns
     how many steps that is (the step count is saved with the model, so resuming works).
+
+    Checkpoints are written atomically (:func:`atomic_torch_save`), so a run killed at
+    any moment, even during a save, resumes from its last finished epoch (``--resume
+    true``); the resumed run first removes the killed saves' temporary files and restores
+    the last epoch's model file and links (:func:`restore_epoch_files`).
     """
 
     @classmethod
     def run(cls, model, optimizers, schedulers, train_iter_factory, valid_iter_factory,
             plot_attention_iter_factory, trainer_options, distributed_option) -> None:
-        """ESPnet's ``Trainer.run``, after logging the ranks' hosts when distributed."""
+        """ESPnet's ``Trainer.run`` with atomic saves, after logging the ranks' hosts when
+        distributed and (rank 0, resuming) repairing what a kill left behind."""
         if distributed_option.distributed and torch.distributed.is_initialized():
             log_placement(distributed_option)
-        super().run(
-            model=model, optimizers=optimizers, schedulers=schedulers,
-            train_iter_factory=train_iter_factory, valid_iter_factory=valid_iter_factory,
-            plot_attention_iter_factory=plot_attention_iter_factory,
-            trainer_options=trainer_options, distributed_option=distributed_option,
-        )
+        output_dir = Path(trainer_options.output_dir)
+        if not distributed_option.distributed or distributed_option.dist_rank == 0:
+            for p in remove_stale_temp_files(output_dir):
+                logging.warning(f"removed {p}, left by a save that was killed")
+            if trainer_options.resume and (output_dir / "checkpoint.pth").exists():
+                restore_epoch_files(output_dir, trainer_options.best_model_criterion)
+        with atomic_torch_save():
+            super().run(
+                model=model, optimizers=optimizers, schedulers=schedulers,
+                train_iter_factory=train_iter_factory, valid_iter_factory=valid_iter_factory,
+                plot_attention_iter_factory=plot_attention_iter_factory,
+                trainer_options=trainer_options, distributed_option=distributed_option,
+            )
 
     @classmethod
     def train_one_epoch(cls, model, iterator, reporter, options, **kwargs) -> bool:
