@@ -130,8 +130,8 @@ def demo_sizes() -> str:
             f"dev WER ({decoding})", f"test WER ({decoding})", "dev WER greedy",
             "test WER greedy", "test WER greedy int8"]
     note = (f"\n\nOne job: {training['updates']} updates, {minutes(training['train_seconds'])}"
-            f" of training on {training['machine']['cores']} CPU cores "
-            f"({training['recorded']}). "
+            f" of training (wall time, on {training['machine']['cores']} CPU cores shared with "
+            f"whatever else ran; recorded {training['recorded']}). "
             + source(RUNS / DEMO / "scores.json", RUNS / DEMO / "deploy.json",
                      RUNS / DEMO / "training.json"))
     return markdown(head, rows) + note
@@ -152,7 +152,7 @@ def demo_reference() -> str:
                      f"{greedy[full]['dev_clean']['fp32']:.1f}",
                      f"{greedy[full]['test_clean']['fp32']:.1f}"])
     decoding = next(iter(run_scores(DEMO).values()))["decoding"]
-    head = ["full size (24 modules)", "updates", "training", f"dev WER ({decoding})",
+    head = ["full size (24 modules)", "updates", "training (wall)", f"dev WER ({decoding})",
             f"test WER ({decoding})", "dev WER greedy", "test WER greedy"]
     return markdown(head, rows) + "\n\n" + source(RUNS / DEMO, RUNS / alone)
 
