@@ -1,6 +1,7 @@
 """Every recipe config builds through SupernetASRTask (selection and optimizer groups too)."""
 
 import argparse
+import re
 from pathlib import Path
 
 import pytest
@@ -79,8 +80,18 @@ def test_selection_needs_a_supernet_model(tmp_path):
                "selection": "simple_topk"}))
 
 
+def lstm_lm_params(vocab: int, unit: int, nlayers: int, nhid: int, tied: bool) -> int:
+    """Parameters of ESPnet's ``seq_rnn`` LSTM LM: embedding (V x unit), each LSTM
+    layer's input and recurrent weights of the 4 gates and their two biases, the output
+    layer (nhid x V, shared with the embedding when tied, and its bias)."""
+    lstm = sum(4 * nhid * ((unit if layer == 0 else nhid) + nhid + 2)
+               for layer in range(nlayers))
+    return vocab * unit + lstm + (0 if tied else nhid * vocab) + vocab
+
+
 @pytest.mark.parametrize("config", LM_CONFIGS)
 def test_lm_config_builds_with_espnet(config, tmp_path):
+    """The LM has exactly the shapes its config (and its header's "N-layer, U-unit") says."""
     from espnet2.tasks.lm import LMTask
 
     args = LMTask.get_parser().parse_args([
@@ -89,7 +100,20 @@ def test_lm_config_builds_with_espnet(config, tmp_path):
     ])  # fmt: skip
     args.token_list = ["<blank>", "<unk>", "a", "b", "<sos/eos>"]
     model = LMTask.build_model(args)
-    assert sum(p.numel() for p in model.parameters()) > 0
+    text = (CONF / config).read_text()
+    conf = yaml.safe_load(text)
+    assert conf["lm"] == "seq_rnn" and conf["lm_conf"]["rnn_type"] == "lstm", conf
+    lm_conf = conf["lm_conf"]
+    unit, nlayers = lm_conf["unit"], lm_conf["nlayers"]
+    nhid = lm_conf.get("nhid") or unit
+    expected = lstm_lm_params(len(args.token_list), unit, nlayers, nhid,
+                              lm_conf.get("tie_weights", False))
+    assert sum(p.numel() for p in model.parameters()) == expected
+    rnn = model.lm.rnn
+    assert (rnn.num_layers, rnn.input_size, rnn.hidden_size) == (nlayers, unit, nhid)
+    described = re.search(r"(\d+)-layer, (\d+)-unit", text.split("\nlm:", 1)[0])
+    if described:  # the header comment names the shapes
+        assert (int(described[1]), int(described[2])) == (nlayers, unit), described[0]
 
 
 @pytest.mark.parametrize("config", TODM_CONFIGS)
