@@ -17,6 +17,7 @@ Python API: :func:`espnet_supernet.decode.speech2text.speech2text`.
 
 import sys
 
+from espnet_supernet.checkpoint import load_state_dict_file
 from espnet_supernet.decode.speech2text import ctc_greedy_decoding, subnet_model_loading
 from espnet2.bin import asr_inference as stock  # noqa: E402  (after the registration)
 from espnet.utils.cli_utils import get_commandline_args  # noqa: E402
@@ -54,9 +55,12 @@ def main(cmd=None):
                  "search config (e.g. conf/decode_ctc_lm.yaml) with --lm_train_config, or "
                  "drop the LM (supernet.sh --use_lm false)")
     try:
+        if kwargs.get("lm_file"):  # ESPnet reads the LM itself: check the file first
+            load_state_dict_file(kwargs["lm_file"])
         with subnet_model_loading(subnet), ctc_greedy_decoding(ctc_greedy):
             stock.inference(**kwargs)
-    except ValueError as e:  # unknown subnet, not a supernet, no CTC for --ctc_greedy
+    except (FileNotFoundError, ValueError) as e:  # a missing, unreadable or unfitting
+        # model file, an unknown subnet, not a supernet, no CTC for --ctc_greedy
         sys.exit(f"asr_inference: {e}")
 
 

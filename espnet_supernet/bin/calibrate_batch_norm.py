@@ -13,10 +13,10 @@ Utterances are drawn at random (``--seed``) and batched by length. See
 """
 
 import argparse
-import logging
 from pathlib import Path
 from typing import List, Optional
 
+from espnet_supernet.bin.cli import run_cli
 from espnet_supernet.deploy.batch_norm_recalibration import recalibrate_checkpoint
 
 
@@ -35,14 +35,18 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(cmd: Optional[List[str]] = None) -> None:
-    """Calibrate every named subnet and write the model file."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    args = get_parser().parse_args(cmd)
+def calibrate(args: argparse.Namespace) -> None:
+    """Calibrate the model given on the command line and write ``--output``."""
     recalibrate_checkpoint(args.asr_train_config, args.asr_model_file,
                            args.data_path_and_name_and_type, args.output,
                            num_batches=args.num_batches, batch_size=args.batch_size,
                            seed=args.seed)
+
+
+def main(cmd: Optional[List[str]] = None) -> None:
+    """Calibrate every named subnet and write the model file."""
+    run_cli("calibrate_batch_norm", get_parser(), cmd, calibrate,
+            (FileNotFoundError, ValueError))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Shared entry-point plumbing of the data tools: logging, parsing, clean error exits."""
+"""Shared entry-point plumbing of the command-line tools: logging, parsing, clean error exits."""
 
 import argparse
 import logging

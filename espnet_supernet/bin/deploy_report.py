@@ -49,7 +49,8 @@ def report(args: argparse.Namespace) -> str:
 
 def main(cmd: Optional[List[str]] = None) -> None:
     """Write the deployment report of an experiment."""
-    run_cli("deploy_report", get_parser(), cmd, report, (FileNotFoundError, RuntimeError))
+    run_cli("deploy_report", get_parser(), cmd, report,
+            (FileNotFoundError, RuntimeError, ValueError))
 
 
 if __name__ == "__main__":

@@ -12,12 +12,12 @@ The report is :func:`espnet_supernet.deploy.subnet_report.subnet_report`.
 """
 
 import argparse
-import logging
 from pathlib import Path
 from typing import List, Optional
 
+from espnet_supernet.bin.cli import run_cli
+from espnet_supernet.checkpoint import load_model
 from espnet_supernet.deploy.subnet_report import write_subnet_report
-from espnet_supernet.tasks.asr import SupernetASRTask
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -32,14 +32,15 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(cmd: Optional[List[str]] = None) -> None:
+def report(args: argparse.Namespace) -> dict:
     """Load the model and write the report."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    args = get_parser().parse_args(cmd)
-    model, _ = SupernetASRTask.build_model_from_file(
-        args.asr_train_config, args.asr_model_file, "cpu"
-    )
-    write_subnet_report(model, args.output, args.seconds)
+    model, _ = load_model(args.asr_train_config, args.asr_model_file, "cpu")
+    return write_subnet_report(model, args.output, args.seconds)
+
+
+def main(cmd: Optional[List[str]] = None) -> None:
+    """Write the report of the model given on the command line."""
+    run_cli("subnet_report", get_parser(), cmd, report, (FileNotFoundError, ValueError))
 
 
 if __name__ == "__main__":

@@ -13,18 +13,19 @@ The command line is ``espnet_supernet.bin.asr_inference``; it runs ESPnet's
 import contextlib
 from typing import Iterator, Optional
 
-from espnet_supernet.tasks.asr import SupernetASRTask, espnet_asr  # registers the classes
+from espnet_supernet.tasks.asr import espnet_asr  # registers the classes
 from espnet2.bin import asr_inference as stock  # noqa: E402
 
+from espnet_supernet.checkpoint import load_model  # noqa: E402
 from espnet_supernet.decode.ctc_greedy_search import CTCGreedySearch  # noqa: E402
-from espnet_supernet.export.sparse_storage import read_sparse_file  # noqa: E402
 
 
 @contextlib.contextmanager
 def subnet_model_loading(subnet: Optional[str]) -> Iterator[None]:
     """Within the block, ASR models built from files have ``subnet`` active (None: no
-    change, so exported models and plain ESPnet models load too), and sparse model files
-    (``export/sparse_storage.py``, written by the export of a sparsity level) load too.
+    change, so exported models and plain ESPnet models load too), load through
+    :func:`espnet_supernet.checkpoint.load_model` (strictly; sparse model files of
+    ``export/sparse_storage.py``, written by the export of a sparsity level, too).
 
     ``Speech2Text`` builds its model and its CTC scorer in one constructor, so the
     subnet (and its own CTC head and BatchNorm statistics) must be active as soon as the
@@ -32,16 +33,11 @@ def subnet_model_loading(subnet: Optional[str]) -> Iterator[None]:
     """
     task, name = espnet_asr.ASRTask, "build_model_from_file"
     own = task.__dict__.get(name)  # None when inherited from AbsTask
-    build = getattr(task, name).__func__
 
-    def build_and_select(cls, config_file=None, model_file=None, device="cpu", **kwargs):
-        sparse = None if model_file is None else read_sparse_file(model_file)
-        # the supernet task: it also attaches what is built beside the model (sparsity)
-        model, train_args = build(SupernetASRTask, config_file,
-                                  None if sparse else model_file, device, **kwargs)
-        if sparse is not None:  # ESPnet's own loading is strict=False: be strict here
-            model.load_state_dict(sparse, strict=True)
-            model.to(device)
+    def build_and_select(cls, config_file=None, model_file=None, device="cpu"):
+        # the supernet task (it also attaches what is built beside the model: sparsity),
+        # a strict load with errors that name the file (espnet_supernet/checkpoint.py)
+        model, train_args = load_model(config_file, model_file, device)
         if subnet is None:  # any model, a supernet decodes with its largest size
             return model, train_args
         if not hasattr(model, "set_subnet"):

@@ -14,9 +14,9 @@ from typing import Dict, List, Optional
 
 import torch
 
+from espnet_supernet.checkpoint import load_model
 from espnet_supernet.data.utterance_subset import load_utterances, read_keys
 from espnet_supernet.nets.switchable_batch_norm import SwitchableBatchNorm1d
-from espnet_supernet.tasks.asr import SupernetASRTask
 from espnet_supernet.train.batch_norm_calibration import calibrate_batch_norm
 
 
@@ -66,7 +66,7 @@ def recalibrate_checkpoint(config: Path, model_file: Path, data: str, output: Pa
     ``batch_size`` utterances of ``data`` (``path,name,type``, e.g.
     ``dump/raw/train/wav.scp,speech,sound``) drawn with ``seed``, and save it to
     ``output``."""
-    model, train_args = SupernetASRTask.build_model_from_file(config, model_file, "cpu")
+    model, train_args = load_model(config, model_file, "cpu")
     reason = uncalibrated_reason(model)
     if reason is not None:
         logging.info(reason)

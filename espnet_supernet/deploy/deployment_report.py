@@ -17,6 +17,7 @@ from typing import Dict, List, Optional
 import soundfile
 import torch
 
+from espnet_supernet.checkpoint import load_model
 from espnet_supernet.data.score_summary import stage13_wer
 from espnet_supernet.data.scoring import read_text, score_files, size_sort_key
 from espnet_supernet.decode.speech2text import speech2text
@@ -139,6 +140,14 @@ def exported_sizes(exp: Path) -> List[Path]:
     return exports
 
 
+def check_model_files(exp: Path, model_file: Path) -> None:
+    """Load the supernet and every export once, so that an unreadable or unfitting model
+    file fails (``espnet_supernet.checkpoint``) before any output is rewritten."""
+    load_model(exp / "config.yaml", model_file)
+    for path in exported_sizes(exp):
+        load_model(path.parent / "config.yaml", path.parent / "model.pth")
+
+
 def deployment_report(exp: Path, model_file: Optional[Path], test_sets: List[str],
                       dumpdir: Path, threads: int) -> str:
     """Measure every exported size, write ``deploy.json``, the RESULTS.md section and
@@ -154,6 +163,7 @@ def deployment_report(exp: Path, model_file: Optional[Path], test_sets: List[str
     if model_file is None:
         source = json.loads(exported_sizes(exp)[0].read_text())["source"]
         model_file = Path(source["model"])
+    check_model_files(exp, model_file)
     rows = size_rows(exp, model_file, test_sets, dumpdir, threads)
     wer13 = stage13_wer(exp)
     (exp / "deploy.json").write_text(json.dumps(rows, indent=2) + "\n")

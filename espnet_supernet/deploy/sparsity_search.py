@@ -14,13 +14,13 @@ from typing import Dict, List
 import torch
 import yaml
 
+from espnet_supernet.checkpoint import load_model
 from espnet_supernet.data.utterance_subset import load_utterances, read_keys
 from espnet_supernet.selection.ortho_softmax import parse_budget
 from espnet_supernet.sparsity.layerwise_search import (
     greedy_layerwise_search,
     uniform_within_budget,
 )
-from espnet_supernet.tasks.asr import SupernetASRTask
 
 
 def load_batches(train_args: argparse.Namespace, data: List[str], num_utts: int,
@@ -89,10 +89,7 @@ def sparsity_search(config: Path, model_file: Path, data: List[str], budget: str
     """Load the model, search (``search_block_sparsity``) on ``num_utts`` utterances of
     ``data`` (``path,name,type`` strings for speech and text), write the record to
     ``output`` (YAML), print a summary line and return the record."""
-    for path in (config, model_file):
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path} does not exist")
-    model, train_args = SupernetASRTask.build_model_from_file(config, model_file, "cpu")
+    model, train_args = load_model(config, model_file, "cpu")
     if getattr(model, "sparsity", None) is None:
         raise ValueError(f"{config} was not trained with sparsity "
                          "(sparsity: omni): there are no per-layer levels to search")

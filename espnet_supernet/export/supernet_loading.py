@@ -7,6 +7,7 @@ from typing import Optional, Tuple
 import torch
 import yaml
 
+from espnet_supernet.checkpoint import load_model
 from espnet_supernet.tasks.asr import SupernetASRTask
 
 
@@ -16,7 +17,9 @@ def build_from_config(config: dict) -> torch.nn.Module:
 
 
 def load_supernet(config: Path, model_file: Optional[Path]) -> Tuple[torch.nn.Module, dict]:
-    """Build the supernet of ``config`` and load ``model_file``; errors say what is wrong.
+    """Build the supernet of ``config`` and load ``model_file``; errors say what is wrong
+    (a missing file: ``FileNotFoundError``; not a supernet config, an unreadable model file
+    or one of another config: ``ValueError``, see :mod:`espnet_supernet.checkpoint`).
 
     Returns:
         The model (eval mode) and the training config as a dict.
@@ -29,9 +32,5 @@ def load_supernet(config: Path, model_file: Optional[Path]) -> Tuple[torch.nn.Mo
         raise ValueError(f"{config} trains a '{train_config.get('model')}' model: export "
                          "supports the Conformer CTC supernet (model: supernet) and the "
                          "TODM RNN-T supernet (model: supernet_transducer)")
-    try:
-        model, _ = SupernetASRTask.build_model_from_file(config, model_file, "cpu")
-    except RuntimeError as error:  # state-dict mismatch
-        raise ValueError(f"the weights in {model_file} do not fit the model of {config} "
-                         f"(use the config the checkpoint was trained with): {error}") from None
+    model, _ = load_model(config, model_file, "cpu")
     return model.eval(), train_config

@@ -143,7 +143,7 @@ def test_bad_inputs(tmp_path):
         load_supernet(tmp_path / "stock.yaml", tmp_path / "model.pth")
     wider = dict(config, encoder_conf=dict(config["encoder_conf"], output_size=48))
     (tmp_path / "wider.yaml").write_text(yaml.safe_dump(wider))
-    with pytest.raises(ValueError, match="do not fit the model"):
+    with pytest.raises(ValueError, match="model.pth does not fit the model of .*wider.yaml"):
         load_supernet(tmp_path / "wider.yaml", tmp_path / "model.pth")
     with pytest.raises(FileNotFoundError, match="missing.pth does not exist"):
         load_supernet(path, tmp_path / "missing.pth")
