@@ -22,7 +22,7 @@ import yaml
 from espnet_supernet.export.export_files import pack, write_export
 from espnet_supernet.export.mhssm_export import export_mhssm_subnet
 from espnet_supernet.export.quantize import quantize_int8
-from espnet_supernet.export.sparse_export import export_sparsity_level
+from espnet_supernet.export.sparse_export import activate_levels, export_sparsity_level
 from espnet_supernet.export.sparse_storage import read_sparse_file
 from espnet_supernet.export.subnet_export import export_subnet
 from espnet_supernet.export.supernet_loading import build_from_config, load_supernet
@@ -153,12 +153,7 @@ def export_sparse_model(supernet: torch.nn.Module, train_config: dict, outdir: P
     exported.load_state_dict(stored if stored is not None else
                              torch.load(outdir / "model.pth"), strict=True)
     previous = supernet.active_subnet
-    if block_levels is None:
-        supernet.set_subnet(name)
-    else:
-        supernet.set_subnet(None)
-        sparsity.set_layerwise(block_levels)
-    indices = list(sparsity.active)
+    indices = activate_levels(supernet, name, block_levels)
     diff = max_encoder_difference(supernet, exported)
     supernet.set_subnet(previous)
     if diff > MAX_DIFFERENCE:

@@ -32,6 +32,22 @@ _FFN_KEY = re.compile(r"encoder\.encoders\.(\d+)\.(feed_forward(?:_macaron)?)\.(
                       r"(weight|bias)$")
 
 
+def activate_levels(model: torch.nn.Module, level: str,
+                    block_levels: Optional[Dict[int, int]] = None) -> List[int]:
+    """Switch ``model`` to sparsity level ``level`` (a named subnet), or with
+    ``block_levels`` (encoder block -> level index) to that per-layer configuration.
+
+    Returns:
+        The active level index of every masked weight (``model.sparsity.active``).
+    """
+    if block_levels is None:
+        model.set_subnet(level)
+    else:
+        model.set_subnet(None)
+        model.sparsity.set_layerwise(block_levels)
+    return list(model.sparsity.active)
+
+
 def export_sparsity_level(model: torch.nn.Module, train_config: dict, level: str,
                           build_model: Callable[[dict], torch.nn.Module],
                           block_levels: Optional[Dict[int, int]] = None) -> SubnetExport:
@@ -47,12 +63,7 @@ def export_sparsity_level(model: torch.nn.Module, train_config: dict, level: str
         raise ValueError("the model was not trained with sparsity (sparsity: omni)")
     model = copy.deepcopy(model).eval()
     sparsity = model.sparsity
-    if block_levels is None:
-        model.set_subnet(level)
-    else:
-        model.set_subnet(None)
-        sparsity.set_layerwise(block_levels)
-    indices = list(sparsity.active)
+    indices = activate_levels(model, level, block_levels)
     sparsity.bake()
     if isinstance(model, SupernetASRModel):
         config = {k: v for k, v in train_config.items() if k not in SPARSITY_CONFIG_KEYS}
