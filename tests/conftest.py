@@ -10,7 +10,7 @@ import torch
 # recipe share a unit (the session's ``trained`` fixture is built once). Units go out in
 # this order, the long recipe runs first, so that no worker is left with one at the end.
 SHARED_UNITS = {"test_recipe_e2e": "trained", "test_torchrun_ddp": "trained",
-                "test_run_record": "trained", "test_recipe_quiet": "trained"}
+                "test_recipe_run_record": "trained", "test_recipe_quiet": "trained"}
 LONG_UNITS = ("trained", "test_recipe_resume", "test_recipe_selection", "test_recipe_omni",
               "test_recipe_todm",
               "test_recipe_slurm")

@@ -161,19 +161,22 @@ def demo_reference() -> str:
 def demo_seeds() -> str:
     """The demo run and its re-runs with other seeds: how much a re-run varies."""
     exps = runs_like(DEMO)
-    per = {e: (run_scores(e), {r["size"]: r["greedy"] for r in
-                               load(RUNS / e / "deploy.json")["rows"]}) for e in exps}
+    scores = {e: run_scores(e) for e in exps}
     seeds = [load(RUNS / e / "training.json")["settings"].get("seed", 0) for e in exps]
-    sizes = sorted({s for s, _ in per[exps[0]][0]}, key=size_sort_key)
-    head = ["size"] + [f"test WER, seed {s}" for s in seeds] + ["range"] + \
-        [f"greedy, seed {s}" for s in seeds] + ["range"]
+    decoding = next(iter(scores[exps[0]].values()))["decoding"]
+    sizes = sorted({s for s, _ in scores[exps[0]]}, key=size_sort_key)
     rows = []
     for size in sizes:
-        lm = [per[e][0][size, "test_clean"]["wer"] for e in exps]
-        gr = [per[e][1][size]["test_clean"]["fp32"] for e in exps]
-        rows.append([size] + [f"{w:.1f}" for w in lm] + [f"{max(lm) - min(lm):.1f}"]
-                    + [f"{w:.1f}" for w in gr] + [f"{max(gr) - min(gr):.1f}"])
-    return markdown(head, rows) + "\n\n" + source(*(RUNS / e / "scores.json" for e in exps))
+        row = [size]
+        for dset in ("dev_clean", "test_clean"):
+            wer = [scores[e][size, dset]["wer"] for e in exps]
+            row += [f"{w:.1f}" for w in wer] + [f"{max(wer) - min(wer):.1f}"]
+        rows.append(row)
+    head = ["size"]
+    for d in ("dev", "test"):
+        head += [f"{d} WER, seed {s}" for s in seeds] + [f"{d} range"]
+    return (markdown(head, rows) + f"\n\nDecoding: {decoding}. "
+            + source(*(RUNS / e / "scores.json" for e in exps)))
 
 
 def pair(cells: dict, size: str, fmt: str = "{:.1f} / {:.1f}") -> str:

@@ -9,7 +9,7 @@
 #   SEEDS="2 3" RUNS=seeds local/compare_demo.sh
 # alone: the full size (24 modules) trained alone: every update is a largest-only update
 #        (model_conf.largest_warmup_steps = all updates), decoded and exported at size 24;
-# seeds: the demo again with --seed N (default 2): how much a re-run varies.
+# seeds: the demo again with --seed N (default 2), stages 11-13: how much a re-run varies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +25,7 @@ for run in ${RUNS:-alone seeds}; do
         --asr_args "--model_conf largest_warmup_steps=${updates}" "$@" ;;
     seeds)
       for seed in ${SEEDS:-2}; do
-        ./run.sh --stage 11 --asr_config "$conf" --asr_tag "${tag}_seed${seed}" \
+        ./run.sh --stage 11 --stop_stage 13 --asr_config "$conf" --asr_tag "${tag}_seed${seed}" \
           --asr_args "--seed ${seed}" "$@"
       done ;;
     *) echo "$0: unknown run '$run' (alone seeds)" >&2; exit 1 ;;
