@@ -144,17 +144,15 @@ def demo_reference() -> str:
     rows = []
     for exp, label in ((DEMO, "one job (every size)"), (alone, "full size alone")):
         scores, train = run_scores(exp), load(RUNS / exp / "training.json")
-        greedy = {r["size"]: r["greedy"] for r in load(RUNS / exp / "deploy.json")["rows"]}
-        full = max(greedy, key=size_sort_key)
+        full = max((s for s, _ in scores), key=size_sort_key)
         rows.append([label, train["updates"], minutes(train["train_seconds"]),
-                     f"{scores[full, 'dev_clean']['wer']:.1f}",
-                     f"{scores[full, 'test_clean']['wer']:.1f}",
-                     f"{greedy[full]['dev_clean']['fp32']:.1f}",
-                     f"{greedy[full]['test_clean']['fp32']:.1f}"])
+                     f"{scores[full, 'dev_clean']['wer']:.1f} / {scores[full, 'dev_clean']['cer']:.1f}",
+                     f"{scores[full, 'test_clean']['wer']:.1f} / {scores[full, 'test_clean']['cer']:.1f}"])
     decoding = next(iter(run_scores(DEMO).values()))["decoding"]
-    head = ["full size (24 modules)", "updates", "training (wall)", f"dev WER ({decoding})",
-            f"test WER ({decoding})", "dev WER greedy", "test WER greedy"]
-    return markdown(head, rows) + "\n\n" + source(RUNS / DEMO, RUNS / alone)
+    head = ["full size (24 modules)", "updates", "training (wall)",
+            f"dev WER / CER ({decoding})", f"test WER / CER ({decoding})"]
+    return markdown(head, rows) + "\n\n" + source(RUNS / DEMO / "scores.json",
+                                                   RUNS / alone / "scores.json")
 
 
 @table("demo_seeds")

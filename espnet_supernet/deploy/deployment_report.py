@@ -26,6 +26,7 @@ from espnet_supernet.export.latency import LatencyTable, file_key
 from espnet_supernet.export.quantize import quantize_int8
 
 SECTION = "## Deployment (stage 14)"
+MAX_LOGP_DIFFERENCE = 1e-3  # exported vs masked supernet: rounding, not another function
 
 
 def greedy_decode(s2t, wav_scp: Path, out: Path) -> Path:
@@ -43,6 +44,41 @@ def greedy_decode(s2t, wav_scp: Path, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+def differing_utterances(a: Path, b: Path) -> List[str]:
+    """Keys whose hypotheses differ between two ``text`` files of the same utterances."""
+    hyp_a, hyp_b = read_text(str(a)), read_text(str(b))
+    return sorted(k for k in hyp_a.keys() | hyp_b.keys() if hyp_a.get(k) != hyp_b.get(k))
+
+
+@torch.no_grad()
+def unexplained_argmax_flip(model_a: torch.nn.Module, model_b: torch.nn.Module,
+                            wav: str) -> Optional[str]:
+    """Why two models' CTC greedy paths on ``wav`` differ, if not by floating-point rounding.
+
+    The exported model and the masked supernet compute the same function in different
+    orders (e.g. ESPnet's front end against this package's chunked one), so where the two
+    best tokens of a frame are within rounding of each other their argmax may differ. If
+    the largest log-posterior difference ``d`` is at most ``MAX_LOGP_DIFFERENCE``, every
+    frame whose argmax differs has a top-2 margin of at most ``2 d`` in both models: a tie
+    up to rounding, which is accepted.
+
+    Returns:
+        None when the paths differ only by such near ties, else what differs.
+    """
+    speech = torch.from_numpy(soundfile.read(wav, dtype="float32")[0])[None]
+    lengths = torch.tensor([speech.shape[1]])
+    logp = []
+    for model in (model_a, model_b):
+        enc, enc_lens = model.encode(speech, lengths)
+        logp.append(model.ctc.log_softmax(enc)[0, : int(enc_lens[0])])
+    if logp[0].shape != logp[1].shape:
+        return f"output lengths {tuple(logp[0].shape)} vs {tuple(logp[1].shape)}"
+    diff = float((logp[0] - logp[1]).abs().max())
+    if diff > MAX_LOGP_DIFFERENCE:
+        return f"max log-posterior difference {diff:.2e} > {MAX_LOGP_DIFFERENCE:g}"
+    return None
 
 
 def size_rows(exp: Path, model_file: Path, test_sets: List[str], dumpdir: Path,
@@ -76,13 +112,18 @@ def size_rows(exp: Path, model_file: Path, test_sets: List[str], dumpdir: Path,
             ref, scp = dumpdir / "raw" / dset / "text", dumpdir / "raw" / dset / "wav.scp"
             hyp = {name: greedy_decode(s2t, scp, outdir / "greedy" / dset / f"{name}.txt")
                    for name, s2t in (("supernet", supernet), ("fp32", fp32), ("int8", int8))}
-            same = hyp["supernet"].read_text() == hyp["fp32"].read_text()
-            if not same:
-                raise RuntimeError(f"size {size}, {dset}: the exported model's greedy "
-                                   f"hypotheses differ from the supernet's ({hyp['fp32']})")
+            differing = differing_utterances(hyp["supernet"], hyp["fp32"])
+            wavs = read_text(str(scp))
+            for key in differing:  # only rounding may tell them apart
+                gap = unexplained_argmax_flip(supernet.asr_model, fp32.asr_model, wavs[key])
+                if gap is not None:
+                    raise RuntimeError(
+                        f"size {size}, {dset}, {key}: the exported model's greedy hypothesis "
+                        f"differs from the supernet's beyond rounding ({gap}; {hyp['fp32']})")
             row["greedy"][dset] = {name: score_files(str(ref), str(h))[0].error_rate
                                    for name, h in hyp.items()}
-            row["greedy"][dset]["identical_to_supernet"] = same
+            row["greedy"][dset]["identical_to_supernet"] = not differing
+            row["greedy"][dset]["near_tie_utterances"] = len(differing)
         rows.append(row)
         logging.info("size %s: %.2fM params, %.1f ms fp32, %.1f ms int8", size,
                      row["params"] / 1e6, row["latency_ms"], row["int8_latency_ms"])
