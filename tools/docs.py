@@ -101,12 +101,6 @@ def run_scores(exp: str) -> Dict[Tuple[str, str], dict]:
     return {(r["size"], r["test_set"]): r for r in load(RUNS / exp / "scores.json")["rows"]}
 
 
-def runs_like(prefix: str) -> List[str]:
-    """Published runs whose experiment name is ``prefix`` or ``prefix_seed<N>``."""
-    names = [p.parent.name for p in sorted((ROOT / RUNS).glob("*/scores.json"))]
-    return [n for n in names if n == prefix or re.fullmatch(rf"{re.escape(prefix)}_seed\d+", n)]
-
-
 def minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
@@ -155,26 +149,45 @@ def demo_reference() -> str:
                                                    RUNS / alone / "scores.json")
 
 
-@table("demo_seeds")
-def demo_seeds() -> str:
-    """The demo run and its re-runs with other seeds: how much a re-run varies."""
-    exps = runs_like(DEMO)
-    scores = {e: run_scores(e) for e in exps}
-    seeds = [load(RUNS / e / "training.json")["settings"].get("seed", 0) for e in exps]
-    decoding = next(iter(scores[exps[0]].values()))["decoding"]
-    sizes = sorted({s for s, _ in scores[exps[0]]}, key=size_sort_key)
+# The demo's previous run (same config and seed, before this run's code changes, none of
+# which changes the model's function): stage 13's RESULTS.md as committed then.
+PREVIOUS_DEMO = ("14f927a", RECIPE / "RESULTS.md")
+
+
+def committed_results_md(commit: str, path: Path) -> dict:
+    """:func:`results_md` of ``path`` as committed in ``commit`` (read with ``git show``)."""
+    import subprocess
+    import tempfile
+
+    text = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{path}"], check=True,
+                          capture_output=True, text=True).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".md") as f:
+        f.write(text)
+        f.flush()
+        sections = read_results_md(f.name)
+    return {title: {key: tuple(float(v) for v in cell.split(" / "))
+                    for key, cell in section.cells.items()}
+            for title, section in sections.items()}
+
+
+@table("demo_rerun")
+def demo_rerun() -> str:
+    """This demo run against the previous run of the same config: how much a re-run varies."""
+    commit, path = PREVIOUS_DEMO
+    now, before = run_scores(DEMO), committed_results_md(commit, path)[DEMO]
+    decoding = next(iter(now.values()))["decoding"]
     rows = []
-    for size in sizes:
+    for size in sorted({s for s, _ in now}, key=size_sort_key):
         row = [size]
         for dset in ("dev_clean", "test_clean"):
-            wer = [scores[e][size, dset]["wer"] for e in exps]
-            row += [f"{w:.1f}" for w in wer] + [f"{max(wer) - min(wer):.1f}"]
+            a, b = now[size, dset]["wer"], before[size, dset][0]
+            row += [f"{a:.1f}", f"{b:.1f}", signed(a - b)]
         rows.append(row)
-    head = ["size"]
-    for d in ("dev", "test"):
-        head += [f"{d} WER, seed {s}" for s in seeds] + [f"{d} range"]
-    return (markdown(head, rows) + f"\n\nDecoding: {decoding}. "
-            + source(*(RUNS / e / "scores.json" for e in exps)))
+    head = ["size", "dev WER, this run", "previous run", "difference", "test WER, this run",
+            "previous run", "difference"]
+    return markdown(head, rows) + (
+        f"\n\nDecoding: {decoding}, both runs. " + source(RUNS / DEMO / "scores.json")
+        + f" Previous run: `{path}` as of commit {commit}.")
 
 
 def pair(cells: dict, size: str, fmt: str = "{:.1f} / {:.1f}") -> str:
