@@ -21,7 +21,8 @@ def test_run_record_matches_what_the_run_wrote(trained):
     per_epoch = {b["updates"] - a["updates"] for a, b in
                  zip(training["epochs"], training["epochs"][1:])}
     assert len(per_epoch) == 1 and per_epoch.pop() == training["epochs"][0]["updates"] > 0
-    model = torch.load(trained.exp / "checkpoint.pth", map_location="cpu")["model"]
+    model = torch.load(trained.exp / "checkpoint.pth", map_location="cpu",
+                       weights_only=False)["model"]
     assert training["updates"] == int(model["sandwich_step"])
     assert 0 < training["train_seconds"] < trained.run.seconds
     assert training["settings"]["model"] == "supernet"
