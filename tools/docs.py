@@ -88,9 +88,9 @@ def signed(x: float) -> str:
 
 # --- recipe runs --------------------------------------------------------------------------
 
-def results_md() -> dict:
-    """``{experiment: {(size, test set): (WER, CER)}}`` of the recipe's RESULTS.md."""
-    sections = read_results_md(str(ROOT / RECIPE / "RESULTS.md"))
+def results_md(path: Optional[Path] = None) -> dict:
+    """``{experiment: {(size, test set): (WER, CER)}}`` of a RESULTS.md (default: the recipe's)."""
+    sections = read_results_md(str(path or ROOT / RECIPE / "RESULTS.md"))
     return {title: {key: tuple(float(v) for v in cell.split(" / "))
                     for key, cell in section.cells.items()}
             for title, section in sections.items()}
@@ -164,10 +164,7 @@ def committed_results_md(commit: str, path: Path) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".md") as f:
         f.write(text)
         f.flush()
-        sections = read_results_md(f.name)
-    return {title: {key: tuple(float(v) for v in cell.split(" / "))
-                    for key, cell in section.cells.items()}
-            for title, section in sections.items()}
+        return results_md(Path(f.name))
 
 
 @table("demo_rerun")
