@@ -73,6 +73,8 @@ def subnet_report(model: torch.nn.Module, seconds: float = 10.0) -> Dict[str, di
         _numel(selection) if selection is not None else 0)
     report = {}
     for name in model.subnet_names:
+        if getattr(model, "train_only", None) not in (None, name):
+            continue
         mask = encoder.subnet_mask(name)
         enc = int(params.subnet(mask))
         report[name] = {

@@ -15,7 +15,7 @@ experiment dir, and the sandwich rule takes over (Dynamic Encoder Size, Xu et al
 
 import logging
 import random
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from espnet2.asr.espnet_model import ESPnetASRModel
@@ -64,6 +64,10 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
             network before sampling subnets). The other slots' stats are None meanwhile
             (see Stats). With a learned selection, whose step 1 trains the whole
             supernet anyway, leave it at 0.
+        train_only: a subnet name: train and validate that size alone (every update
+            only its loss, weight 1; no warm-up, stochastic depth or KD), the baseline of
+            "each size trained alone with the same updates" on the same encoder: the
+            other sizes' exclusive parameters get no gradient. Static sizes only.
 
     The selection method (``AbsSelection``) is attached by the task (``set_selection``);
     without one the configured masks are used from the start. With ``sparsity: omni``
@@ -80,7 +84,8 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
     average, so the log shows no ``nan`` for them and an epoch in which a slot never
     trained does not list it. Validation reports ``loss_<size>``,
     ``cer_ctc_<size>`` (and ``acc_<size>``, ``cer_<size>``, ``wer_<size>`` with a decoder)
-    for every named size, ``loss`` being their mean and ``acc`` the largest size's.
+    for every named size (with ``train_only``: that size), ``loss`` being their mean and
+    ``acc`` the largest size's.
     """
 
     @typechecked
@@ -99,6 +104,7 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         sandwich_seed: int = 0,
         stochastic_depth_rate: float = 0.0,
         largest_warmup_steps: int = 0,
+        train_only: Optional[Union[str, int]] = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -128,6 +134,10 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         if largest_warmup_steps < 0:
             raise ValueError(f"largest_warmup_steps must be >= 0, got {largest_warmup_steps}")
         self.largest_warmup_steps = largest_warmup_steps
+        if train_only is not None and str(train_only) not in self.subnet_names:
+            raise ValueError(f"train_only: unknown subnet {train_only!r}; valid names: "
+                             f"{', '.join(self.subnet_names)}")
+        self.train_only = None if train_only is None else str(train_only)
         self.selection: Optional[AbsSelection] = None
         self.sparsity = None
         self.selection_output_dir: Optional[str] = None
@@ -142,8 +152,11 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
 
     # ------------------------------------------------------------------ subnets
     def set_subnet(self, name: Optional[str]) -> None:
-        """Activate a named subnet (None = the largest) for ``encode`` and decoding."""
-        name = self.subnet_names[-1] if name is None else str(name)
+        """Activate a named subnet (None = the largest, or the ``train_only`` size) for
+        ``encode`` and decoding."""
+        if name is None:
+            name = getattr(self, "train_only", None) or self.subnet_names[-1]
+        name = str(name)
         if name not in self.subnet_names:
             raise ValueError(
                 f"unknown subnet {name!r}; valid names: {', '.join(self.subnet_names)}"
@@ -164,6 +177,10 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
                 f"selection sizes {list(selection.sizes)} differ from the encoder's named "
                 f"subnets {self.subnet_names}"
             )
+        if self.train_only is not None and selection.learned:
+            raise ValueError(
+                "train_only trains one fixed size: it needs selection: static (to train "
+                "a learned size alone, give its mask to the static encoder)")
         self.selection = selection
         self.selection_output_dir = output_dir
 
@@ -176,6 +193,9 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
             raise ValueError("sparsity levels share one CTC head: set per_size_ctc: false")
         if self.stochastic_depth_rate > 0:
             raise ValueError("sparsity does not support stochastic_depth_rate")
+        if self.train_only is not None:
+            raise ValueError("train_only selects a size; with sparsity give one level in "
+                             "sparsity_conf.levels instead")
         self.selection = None
         super().set_sparsity(sparsity)
 
@@ -252,6 +272,8 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
             gates, stats = self.selection.subnet_gates(step)
             plan = [("super", None, None, 1.0), ("sub", None, gates, self.selection.subnet_weight)]
             return plan, self.selection.regularizer(step), stats
+        if self.train_only is not None:
+            return [("max", self.train_only, None, 1.0)], None, {}
         plan = [(slot, name, None, weight) for slot, name, weight in self.sandwich_plan(step)]
         stats: Stats = {}
         if step < self.largest_warmup_steps:  # the other slots do not train: None
@@ -266,8 +288,8 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         """Every named size, equally weighted (in step 1 with the current top-k masks)."""
         if self.selection is not None and not bool(self.selection.frozen):
             self.encoder.set_subnet_masks(self.selection.masks())
-        weight = 1.0 / len(self.subnet_names)
-        return [(n, n, None, weight) for n in self.subnet_names]
+        names = [self.train_only] if self.train_only is not None else self.subnet_names
+        return [(n, n, None, 1.0 / len(names)) for n in names]
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -335,7 +357,7 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
             self.selection.after_step(step)
 
         if not self.training:
-            stats["acc"] = stats.get(f"acc_{self.subnet_names[-1]}")
+            stats["acc"] = stats.get(f"acc_{plan[-1][1]}")
         if self.training and self.inplace_kd_weight > 0:
             stats["loss_kd"] = kd_total / (len(plan) - 1) if len(plan) > 1 else None
         stats["loss"] = total.detach()

@@ -199,3 +199,36 @@ def test_rejects_non_supernet_encoder():
             specaug=None, normalize=None, preencoder=None,
             encoder=ConformerEncoder(20, output_size=16, num_blocks=1), postencoder=None,
             decoder=None, ctc=CTC(VOCAB, 16), joint_network=None, ctc_weight=1.0)
+
+
+def test_train_only_trains_and_validates_one_size_alone(batch):
+    model = make_model(per_size_ctc=True, train_only=4, largest_warmup_steps=5,
+                       inplace_kd_weight=0.5, stochastic_depth_rate=0.3)
+    assert model.train_only == "4" and model.active_subnet == "4"
+    model.train()
+    loss, stats, _ = model(**batch)
+    assert torch.allclose(loss, stats["loss_max"])  # one slot, weight 1, no KD term
+    assert stats.get("loss_min") is None and stats.get("loss_kd") is None
+    loss.backward()
+    # size 4 is the last block: blocks 0 and 1 and the other sizes' heads get no gradient
+    for i in (0, 1):
+        assert all(p.grad is None for p in model.encoder.encoders[i].parameters())
+    assert model.encoder.encoders[2].feed_forward.w_1.weight.grad.abs().sum() > 0
+    heads = model.ctc.ctc_lo.heads
+    assert heads[0].weight.grad.abs().sum() > 0
+    assert heads[1].weight.grad is None and heads[2].weight.grad is None
+    # the same loss as the size-4 subnet's own CTC loss on the same batch
+    model.eval()
+    with torch.no_grad():
+        _, valid, _ = model(**batch)
+    assert set(k for k in valid if k.startswith("loss_")) == {"loss_4", "loss_ctc_4"}
+    assert torch.allclose(valid["loss"], valid["loss_4"])
+
+
+def test_train_only_rejects_unknown_size_and_learned_selection():
+    with pytest.raises(ValueError, match="train_only: unknown subnet '5'.*4, 8, 12"):
+        make_model(train_only="5")
+    model = make_model(train_only="8")
+    masks = {n: model.encoder.subnet_mask(n) for n in model.subnet_names}
+    with pytest.raises(ValueError, match="selection: static"):
+        model.set_selection(SimpleTopKSelection(masks, selection_epochs=1))
