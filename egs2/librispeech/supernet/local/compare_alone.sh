@@ -22,7 +22,8 @@
 # range over seeds of dev / test WER, the difference, training time of the one job vs
 # the sum of the alone jobs); tools/docs.sh renders the same table into docs/results.md.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+me=$(realpath "$0")
+cd "$(dirname "$me")/.."
 
 config=conf/train_supernet_conformer_demo.yaml
 seeds="1 2"
@@ -36,7 +37,7 @@ while [ $# -gt 0 ]; do
     --sizes) sizes=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
     --force) force=$2; shift 2 ;;
-    --help|-h) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --help|-h) sed -n '2,25p' "$me" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) break ;;
   esac
 done
