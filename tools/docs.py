@@ -33,6 +33,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from espnet_supernet.data.alone_comparison import comparison_markdown, comparisons  # noqa: E402
 from espnet_supernet.data.scoring import read_results_md, size_sort_key  # noqa: E402
 
 RECIPE = Path("egs2/librispeech/supernet")
@@ -131,22 +132,17 @@ def demo_sizes() -> str:
     return markdown(head, rows) + note
 
 
-@table("demo_reference")
-def demo_reference() -> str:
-    """The demo's full size from the one job vs the full size trained alone, same decoding."""
-    alone = DEMO + "_largest_only"
-    rows = []
-    for exp, label in ((DEMO, "one job (every size)"), (alone, "full size alone")):
-        scores, train = run_scores(exp), load(RUNS / exp / "training.json")
-        full = max((s for s, _ in scores), key=size_sort_key)
-        rows.append([label, train["updates"], minutes(train["train_seconds"]),
-                     f"{scores[full, 'dev_clean']['wer']:.1f} / {scores[full, 'dev_clean']['cer']:.1f}",
-                     f"{scores[full, 'test_clean']['wer']:.1f} / {scores[full, 'test_clean']['cer']:.1f}"])
-    decoding = next(iter(run_scores(DEMO).values()))["decoding"]
-    head = ["full size (24 modules)", "updates", "training (wall)",
-            f"dev WER / CER ({decoding})", f"test WER / CER ({decoding})"]
-    return markdown(head, rows) + "\n\n" + source(RUNS / DEMO / "scores.json",
-                                                   RUNS / alone / "scores.json")
+@table("alone_corpus")
+def alone_corpus() -> str:
+    """Every one-job vs each-size-alone comparison of the recipe's run records
+    (``local/compare_alone.sh``), as stage 13 writes it into RESULTS.md."""
+    parts = []
+    for comp in comparisons(ROOT / RUNS):
+        parts.append(f"**{comp.title}**\n\n{comparison_markdown(comp)}")
+    if not parts:
+        raise FileNotFoundError(f"{RUNS} holds no one job with alone runs: run "
+                                "local/compare_alone.sh")
+    return "\n".join(parts) + "\n" + source(RUNS / "*/training.json", RUNS / "*/scores.json")
 
 
 # The demo's previous run (same config and seed, before this run's code changes, none of

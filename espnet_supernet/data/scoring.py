@@ -390,6 +390,10 @@ def comparison_table(sections: Dict[str, Sequence[ResultRow]],
     return "\n".join(lines)
 
 
+# title prefix of the one-job-vs-alone sections that data/alone_comparison.py writes
+ALONE_SECTION_PREFIX = "One job vs each size alone: "
+
+
 class KeptSection(NamedTuple):
     """An experiment's section of an earlier RESULTS.md, kept as it was written.
 
@@ -413,7 +417,8 @@ def read_results_md(path: str) -> Dict[str, KeptSection]:
     sections: Dict[str, KeptSection] = {}
     for chunk in text.split("\n## ")[1:]:
         title, _, body = chunk.partition("\n")
-        if title in ("Environments", "Comparison"):
+        if title in ("Environments", "Comparison") or title.startswith(
+                ALONE_SECTION_PREFIX):  # not an experiment (data/alone_comparison.py)
             continue
         cells, header = {}, None
         for line in body.splitlines():

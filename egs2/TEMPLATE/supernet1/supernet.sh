@@ -295,6 +295,8 @@ PY
   parts=scores; [ -f $asr_exp/checkpoint.pth ] && parts="training scores"
   $python -m espnet_supernet.bin.publish_run --exp $asr_exp --results_dir $results_dir \
     --parts $parts > /dev/null
+  # one job vs each size alone (local/compare_alone.sh), from every record in results/
+  $python -m espnet_supernet.bin.compare_alone --results_dir $results_dir --results_md RESULTS.md
 fi
 if [ $stage -le 14 ] && [ $stop_stage -ge 14 ]; then
   [ -n "$subnets" ] || subnets=$($python -c "import json,sys; print(' '.join(json.load(open(sys.argv[1]))))" $asr_exp/subnets.json)

@@ -7,6 +7,7 @@
 #     --seeds "1 2"          training seeds (--seed of espnet2; at least 2 to claim a difference)
 #     --sizes "8 16"         sizes trained alone (default: every named size of the config)
 #     --runs "onejob alone"  which half to run (default: both)
+#     --train_args "..."     more training arguments for every run (e.g. "--max_epoch 2")
 #     --force true           retrain runs that are already scored (default: skip them)
 #
 # Experiments (stages 11-13 each: training, per-size decoding, scoring):
@@ -30,14 +31,16 @@ seeds="1 2"
 sizes=""
 runs="onejob alone"
 force=false
+train_args=""
 while [ $# -gt 0 ]; do
   case $1 in
     --config) config=$2; shift 2 ;;
     --seeds) seeds=$2; shift 2 ;;
     --sizes) sizes=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
+    --train_args) train_args=$2; shift 2 ;;
     --force) force=$2; shift 2 ;;
-    --help|-h) sed -n '2,25p' "$me" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --help|-h) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$me"; exit 0 ;;
     *) break ;;
   esac
 done
@@ -72,7 +75,7 @@ run() {  # exp name (after asr_), training arguments...
     return
   fi
   ./run.sh --stage 11 --stop_stage 13 --asr_config "$config" --asr_tag "$name" \
-    --asr_args "$*" "${extra[@]}"
+    --asr_args "$* $train_args" "${extra[@]}"
 }
 extra=("$@")
 

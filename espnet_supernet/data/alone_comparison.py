@@ -1,0 +1,222 @@
+"""One supernet job vs every size trained alone, from the recipe's run records.
+
+The claim of Dynamic Encoder Size (Xu et al. 2024) and OrthoSoftmax (Xu et al. 2025):
+with the same number of updates, one supernet job gives every size on par with or better
+than that size trained alone. ``local/compare_alone.sh`` trains both halves for several
+seeds (the alone runs with ``model_conf.train_only``); stage 13 publishes each run's record
+(``data/run_record.py``) and this module groups the records into comparisons:
+
+- the one-job runs of a comparison have equal settings apart from ``seed``; an alone run
+  (``model_conf.train_only``) belongs to every comparison whose settings equal its own
+  apart from the seed, the config file's name and the sandwich-only ``model_conf`` keys
+  that ``train_only`` ignores (``SANDWICH_ONLY``): one set of alone runs serves every
+  sandwich variant (warm-up, weights, KD) of the same encoder, data and budget;
+- a comparison needs equal budgets: the same updates in every run and the same decoding
+  (inference config, LM or not); otherwise it is not written and the reason is logged;
+- per size and test set: the one job's and the alone runs' WER, mean and range over seeds,
+  and their difference (one job - alone: negative is better for the one job), mean and
+  range of the per-seed differences (seeds present on both sides);
+- cost: the one job's training time against the sum of the alone jobs' (means over seeds).
+"""
+
+import json
+import logging
+from pathlib import Path
+from statistics import mean
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from espnet_supernet.data.scoring import ALONE_SECTION_PREFIX as SECTION_PREFIX
+from espnet_supernet.data.scoring import size_sort_key
+
+
+class Run(NamedTuple):
+    """A published run: its record's name, settings and per-(size, test set) WER."""
+
+    name: str
+    settings: dict
+    seed: int
+    train_only: Optional[str]
+    updates: int
+    train_seconds: float
+    decoding: Tuple[str, bool]
+    wer: Dict[Tuple[str, str], float]
+
+
+class Comparison(NamedTuple):
+    """The one job's runs and the alone runs of one config, by seed."""
+
+    title: str
+    onejob: Dict[int, Run]
+    alone: Dict[str, Dict[int, Run]]  # size -> seed -> run
+
+
+def read_run(record: Path) -> Optional[Run]:
+    """The run in ``record`` (``training.json`` and ``scores.json``), None if either is
+    missing (a run not trained here, or not scored yet)."""
+    training, scores = record / "training.json", record / "scores.json"
+    if not (training.is_file() and scores.is_file()):
+        return None
+    train = json.loads(training.read_text())
+    rows = json.loads(scores.read_text())["rows"]
+    settings = train["settings"]
+    only = (settings.get("model_conf") or {}).get("train_only")
+    decodings = {(r.get("decoding"), bool(r.get("lm"))) for r in rows}
+    if len(decodings) != 1:
+        logging.warning(f"{record}: several decodings in scores.json; skipped")
+        return None
+    return Run(record.name, settings, int(settings.get("seed") or 0),
+               None if only is None else str(only), int(train["updates"]),
+               float(train["train_seconds"]), decodings.pop(),
+               {(str(r["size"]), r["test_set"]): float(r["wer"]) for r in rows})
+
+
+# model_conf keys of the sandwich rule that a train_only run ignores (both CTC and TODM)
+SANDWICH_ONLY = ("max_weight", "min_weight", "random_weight", "num_random",
+                 "inplace_kd_weight", "kd_weight", "kd_divergence", "kd_alpha_range",
+                 "kd_iw_clip", "sandwich_seed", "stochastic_depth_rate",
+                 "largest_warmup_steps", "adaptive_dropout")
+
+
+def _key(settings: dict, drop_config: bool, drop_model: Sequence[str]) -> str:
+    plain = {k: v for k, v in settings.items()
+             if k != "seed" and not (drop_config and k == "config")}
+    plain["model_conf"] = {k: v for k, v in (settings.get("model_conf") or {}).items()
+                           if k != "train_only" and k not in drop_model}
+    return json.dumps(plain, sort_keys=True)
+
+
+def onejob_key(settings: dict) -> str:
+    """Settings without the seed: equal for the one-job runs of a comparison."""
+    return _key(settings, False, ())
+
+
+def alone_key(settings: dict) -> str:
+    """Settings without the seed, the config's name and what ``train_only`` ignores."""
+    return _key(settings, True, SANDWICH_ONLY)
+
+
+def comparisons(results_dir: Path) -> List[Comparison]:
+    """Every config in ``results_dir`` with a one-job run and at least one alone run
+    under equal budgets (same updates, same decoding), titled by its config."""
+    runs = [run for run in (read_run(p) for p in sorted(Path(results_dir).iterdir())
+                            if p.is_dir()) if run is not None]
+    groups: Dict[str, List[Run]] = {}
+    for run in runs:
+        if run.train_only is None:
+            groups.setdefault(onejob_key(run.settings), []).append(run)
+    found = []
+    for onejob in groups.values():
+        model_conf = onejob[0].settings.get("model_conf") or {}
+        if int(model_conf.get("largest_warmup_steps") or 0) >= onejob[0].updates:
+            continue  # only the largest size ever trained: not a supernet job
+        key = alone_key(onejob[0].settings)
+        alone = [r for r in runs if r.train_only is not None and alone_key(r.settings) == key]
+        if not alone:
+            continue
+        title = str(onejob[0].settings.get("config"))
+        budgets = {(r.updates, r.decoding) for r in onejob + alone}
+        if len(budgets) > 1:
+            logging.warning(f"{title}: not an equal budget, no comparison written: " +
+                            "; ".join(f"{r.name}: {r.updates} updates, {r.decoding[0]}"
+                                      f"{' + LM' if r.decoding[1] else ''}"
+                                      for r in onejob + alone))
+            continue
+        by_seed: Dict[int, Run] = {}
+        for r in sorted(onejob, key=lambda r: r.name):
+            by_seed.setdefault(r.seed, r)  # two runs of one seed: the first by name
+        sizes: Dict[str, Dict[int, Run]] = {}
+        for r in sorted(alone, key=lambda r: r.name):
+            sizes.setdefault(r.train_only, {}).setdefault(r.seed, r)
+        found.append(Comparison(title, by_seed, sizes))
+    titles = [c.title for c in found]
+    found = [c._replace(title=f"{c.title} ({min(r.name for r in c.onejob.values())})")
+             if titles.count(c.title) > 1 else c for c in found]
+    return sorted(found, key=lambda c: c.title)
+
+
+def _spread(values: Sequence[float]) -> str:
+    """``mean [min, max]`` (or the value alone for one seed)."""
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{mean(values):.1f} [{min(values):.1f}, {max(values):.1f}]"
+
+
+def _signed_spread(values: Sequence[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:+.1f}"
+    return f"{mean(values):+.1f} [{min(values):+.1f}, {max(values):+.1f}]"
+
+
+def comparison_rows(comp: Comparison) -> List[Dict[str, object]]:
+    """Per size (with an alone run) and test set: ``size, test_set, onejob, alone``
+    (WER lists by seed), ``diff`` (per-seed one job - alone, common seeds)."""
+    rows = []
+    test_sets = sorted({t for r in comp.onejob.values() for _, t in r.wer})
+    for size in sorted(comp.alone, key=size_sort_key):
+        for test_set in test_sets:
+            key = (size, test_set)
+            one = {s: r.wer[key] for s, r in comp.onejob.items() if key in r.wer}
+            alone = {s: r.wer[key] for s, r in comp.alone[size].items() if key in r.wer}
+            if not one or not alone:
+                continue
+            common = sorted(set(one) & set(alone))
+            rows.append(dict(size=size, test_set=test_set,
+                             onejob=[one[s] for s in sorted(one)],
+                             alone=[alone[s] for s in sorted(alone)],
+                             diff=[one[s] - alone[s] for s in common],
+                             seeds=(sorted(one), sorted(alone))))
+    return rows
+
+
+def comparison_markdown(comp: Comparison) -> str:
+    """The comparison's budget line, WER table and training-time line (Markdown)."""
+    any_run = next(iter(comp.onejob.values()))
+    decoding, lm = any_run.decoding
+    lines = [
+        f"Same budget for every run: {any_run.updates} updates, the same data, decoding "
+        f"`{decoding}`{' with the LM' if lm else ' without LM'}. WER in %, mean "
+        "[min, max] over seeds; difference = one job - alone (negative: the one job is "
+        "better), mean [min, max] of the per-seed differences.",
+        "",
+        "| size | test set | one job | alone | difference | seeds (one job / alone) |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for row in comparison_rows(comp):
+        one_seeds, alone_seeds = row["seeds"]
+        diff = _signed_spread(row["diff"]) if row["diff"] else "-"
+        lines.append(f"| {row['size']} | {row['test_set']} | {_spread(row['onejob'])} "
+                     f"| {_spread(row['alone'])} | {diff} | "
+                     f"{','.join(map(str, one_seeds))} / {','.join(map(str, alone_seeds))} |")
+    onejob_min = mean(r.train_seconds for r in comp.onejob.values()) / 60
+    sums = [sum(comp.alone[size][s].train_seconds for size in comp.alone) / 60
+            for s in comp.onejob if all(s in seeds for seeds in comp.alone.values())]
+    lines.append("")
+    if sums:
+        lines.append(
+            f"Training time (wall, mean over seeds): one job {onejob_min:.1f} min; the "
+            f"{len(comp.alone)} alone jobs together {mean(sums):.1f} min "
+            f"(one job / sum = {onejob_min / mean(sums):.2f}).")
+    else:
+        lines.append(f"Training time (wall, mean over seeds): one job {onejob_min:.1f} min; "
+                     "no seed has every alone job yet.")
+    runs = sorted([r.name for r in comp.onejob.values()] +
+                  [r.name for seeds in comp.alone.values() for r in seeds.values()])
+    lines += ["", "Runs (records in `results/`): " + ", ".join(f"`{n}`" for n in runs) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def update_results_md(path: Path, results_dir: Path) -> List[str]:
+    """Rewrite the comparison sections of ``path`` (RESULTS.md) from ``results_dir``:
+    old ones are dropped, the current ones go after the ``Comparison`` section (before
+    the experiments). Returns the titles written."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# RESULTS\n"
+    head, *chunks = text.split("\n## ")
+    kept = [c for c in chunks if not c.startswith(SECTION_PREFIX)]
+    new = [f"{SECTION_PREFIX}{c.title}\n{comparison_markdown(c)}"
+           for c in comparisons(results_dir)]
+    at = next((i + 1 for i, c in enumerate(kept) if c.startswith("Comparison\n")),
+              next((i + 1 for i, c in enumerate(kept) if c.startswith("Environments\n")), 0))
+    chunks = kept[:at] + new + kept[at:]
+    chunks = [c if c.endswith("\n") else c + "\n" for c in chunks]
+    path.write_text("\n## ".join([head.rstrip("\n") + "\n"] + chunks), encoding="utf-8")
+    return [c.partition("\n")[0] for c in new]

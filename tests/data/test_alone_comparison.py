@@ -1,0 +1,113 @@
+"""One job vs each size alone: grouping of run records, means / ranges, RESULTS.md sections."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from espnet_supernet.bin.compare_alone import main as compare_main
+from espnet_supernet.data.alone_comparison import (
+    comparison_markdown,
+    comparison_rows,
+    comparisons,
+    update_results_md,
+)
+from espnet_supernet.data.scoring import read_results_md
+
+SETTINGS = dict(config="conf/demo.yaml", model="supernet", max_epoch=6,
+                model_conf=dict(ctc_weight=1.0, largest_warmup_steps=10),
+                encoder_conf=dict(num_blocks=6, subnet_sizes=[8, 24]))
+
+
+def record(results: Path, name: str, seed: int, wer: dict, train_only=None, updates=100,
+           seconds=600.0, decoding="decode_ctc_lm", config=None, model_conf=None):
+    settings = json.loads(json.dumps(SETTINGS))
+    settings["seed"] = seed
+    settings["config"] = config or settings["config"]
+    settings["model_conf"].update(model_conf or {})
+    if train_only is not None:
+        settings["model_conf"]["train_only"] = train_only
+    out = results / name
+    out.mkdir(parents=True)
+    (out / "training.json").write_text(json.dumps(
+        dict(settings=settings, updates=updates, train_seconds=seconds)))
+    rows = [dict(size=size, test_set=test_set, wer=w, decoding=decoding, lm=True)
+            for (size, test_set), w in wer.items()]
+    (out / "scores.json").write_text(json.dumps(dict(rows=rows)))
+
+
+@pytest.fixture
+def results(tmp_path):
+    res = tmp_path / "results"
+    # one job, seeds 1 and 2 (sizes 8 and 24, two test sets)
+    record(res, "demo_seed1", 1, {("8", "dev"): 60.0, ("24", "dev"): 40.0,
+                                  ("8", "test"): 62.0, ("24", "test"): 41.0}, seconds=1200)
+    record(res, "demo_seed2", 2, {("8", "dev"): 58.0, ("24", "dev"): 44.0,
+                                  ("8", "test"): 61.0, ("24", "test"): 45.0}, seconds=1000)
+    # alone: size 8 with both seeds, 24 with seed 1 only; a sandwich setting that
+    # train_only ignores (largest_warmup_steps) and another config name do not matter
+    record(res, "alone8_seed1", 1, {("8", "dev"): 50.0, ("8", "test"): 52.0}, train_only="8",
+           seconds=300, config="conf/other_name.yaml", model_conf=dict(largest_warmup_steps=0))
+    record(res, "alone8_seed2", 2, {("8", "dev"): 54.0, ("8", "test"): 55.0}, train_only="8",
+           seconds=500)
+    record(res, "alone24_seed1", 1, {("24", "dev"): 42.0, ("24", "test"): 43.0},
+           train_only="24", seconds=700)
+    return res
+
+
+def test_rows_mean_range_and_paired_difference(results):
+    (comp,) = comparisons(results)
+    assert comp.title == "conf/demo.yaml"
+    assert sorted(comp.onejob) == [1, 2] and sorted(comp.alone) == ["24", "8"]
+    rows = {(r["size"], r["test_set"]): r for r in comparison_rows(comp)}
+    assert list(rows) == [("8", "dev"), ("8", "test"), ("24", "dev"), ("24", "test")]
+    assert rows["8", "dev"]["onejob"] == [60.0, 58.0]
+    assert rows["8", "dev"]["alone"] == [50.0, 54.0]
+    assert rows["8", "dev"]["diff"] == [10.0, 4.0]  # per seed
+    assert rows["24", "test"]["diff"] == [-2.0]  # seed 1 only on both sides
+    text = comparison_markdown(comp)
+    assert "| 8 | dev | 59.0 [58.0, 60.0] | 52.0 [50.0, 54.0] | +7.0 [+4.0, +10.0] | 1,2 / 1,2 |" in text
+    assert "| 24 | test | 43.0 [41.0, 45.0] | 43.0 | -2.0 | 1,2 / 1 |" in text
+    assert "100 updates" in text and "decode_ctc_lm` with the LM" in text
+    # seed 1 is the only seed with every alone job: 300 + 700 s; one job mean 1100 s
+    assert "one job 18.3 min; the 2 alone jobs together 16.7 min (one job / sum = 1.10)" in text
+
+
+def test_unequal_budget_or_decoding_is_not_compared(results, caplog):
+    record(results, "alone8_seed3", 3, {("8", "dev"): 1.0}, train_only="8", updates=50)
+    assert comparisons(results) == []
+    assert "not an equal budget" in caplog.text and "alone8_seed3: 50 updates" in caplog.text
+
+
+def test_a_run_that_only_trained_the_largest_is_not_a_one_job(tmp_path):
+    res = tmp_path / "results"
+    record(res, "largest_only", 1, {("24", "dev"): 40.0}, model_conf=dict(largest_warmup_steps=100))
+    record(res, "alone24", 1, {("24", "dev"): 40.0}, train_only="24")
+    assert comparisons(res) == []
+
+
+def test_results_md_section_replaced_and_kept_out_of_the_experiments(results, tmp_path):
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# RESULTS\n\n## Environments\n- date\n\n## Comparison\nWER\n\n"
+                  "## exp_a\nWER\n\n| size | test set | WER | CER |\n|---|---|---:|---:|\n"
+                  "| 8 | dev | 1.00 | 2.00 |\n")
+    compare_main(["--results_dir", str(results), "--results_md", str(md)])
+    text = md.read_text()
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert sections == ["## Environments", "## Comparison",
+                        "## One job vs each size alone: conf/demo.yaml", "## exp_a"]
+    # rewriting replaces the section (no duplicate) and the experiments stay readable
+    record(results, "alone24_seed2", 2, {("24", "dev"): 46.0, ("24", "test"): 47.0},
+           train_only="24", seconds=800)
+    update_results_md(md, results)
+    text = md.read_text()
+    assert text.count("## One job vs each size alone") == 1
+    assert "| 24 | test | 43.0 [41.0, 45.0] | 45.0 [43.0, 47.0] | -2.0 [-2.0, -2.0] |" in text
+    assert list(read_results_md(str(md))) == ["exp_a"]
+    assert read_results_md(str(md))["exp_a"].cells == {("8", "dev"): "1.00 / 2.00"}
+
+
+def test_missing_results_dir_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="run stage 13"):
+        compare_main(["--results_dir", str(tmp_path / "nope"),
+                      "--results_md", str(tmp_path / "R.md")])
