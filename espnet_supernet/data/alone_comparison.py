@@ -73,7 +73,7 @@ def read_run(record: Path) -> Optional[Run]:
 # model_conf keys of the sandwich rule that a train_only run ignores (both CTC and TODM)
 SANDWICH_ONLY = ("max_weight", "min_weight", "random_weight", "num_random",
                  "inplace_kd_weight", "kd_weight", "kd_divergence", "kd_alpha_range",
-                 "kd_iw_clip", "sandwich_seed", "stochastic_depth_rate",
+                 "kd_iw_clip", "sandwich_seed", "stochastic_depth_rate", "stochastic_depth_mode",
                  "largest_warmup_steps", "adaptive_dropout")
 
 

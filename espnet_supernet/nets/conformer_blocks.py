@@ -209,7 +209,7 @@ def gated_block_forward(
         if isinstance(gate, UnitSlice):
             scale = scale * gate.scale
         elif isinstance(gate, torch.Tensor):
-            scale = scale * gate if gate.dim() == 0 else scale
+            scale = scale * gate if gate.dim() in (0, 3) else scale  # 1-d: per unit
         elif gate != 1:
             scale = scale * gate
         if layer.training:

@@ -4,6 +4,8 @@ A gate is one of
 - ``0``: the module is skipped (its forward is never called);
 - ``1`` (or another float): the whole module runs, its output scaled by the value;
 - a 0-d tensor: a soft, differentiable scale (layer-wise selection methods);
+- a (B, 1, 1) tensor: the whole module runs, each utterance's output scaled by its own
+  value (per-utterance stochastic depth: 0 or 1 / (1 - p));
 - a 1-d tensor with one weight per unit (FFN hidden chunk or attention head): the whole
   module runs and each unit's contribution is weighted (component-wise selection);
 - a :class:`UnitSlice`: only the kept units run, with sliced weights (smaller matmuls).
@@ -24,7 +26,8 @@ class UnitSlice(NamedTuple):
         fraction: kept units / units of the module (adaptive FFN dropout scales by it).
         span: [start, stop) when ``rows`` is one contiguous range (weights are then sliced
             as views, without a copy), else None.
-        scale: factor on the module's output (stochastic depth's 1 / (1 - p)).
+        scale: factor on the module's output (stochastic depth's 1 / (1 - p); per
+            utterance a (B, 1, 1) tensor).
         weights: inference cache of the sliced weights (see :func:`cached_slice`).
     """
 
@@ -32,7 +35,7 @@ class UnitSlice(NamedTuple):
     units: torch.Tensor
     fraction: float
     span: Optional[Tuple[int, int]] = None
-    scale: float = 1.0
+    scale: Union[float, torch.Tensor] = 1.0
     weights: Optional[Dict[tuple, tuple]] = None
 
     @classmethod

@@ -3,8 +3,11 @@
 One learnable score per prunable module. In step 1 every training step also runs a subnet
 gated by a hard top-k mask of the scores; the gradient reaches the scores through a relaxed
 k-hot vector (straight-through estimator), and k is annealed from M down to the smallest
-size. Hard-masked modules are not run in the subnet pass (no compute): their scores learn
-through the k-hot's coupling of all scores.
+size. ``masked_modules`` says what the subnet pass does with a hard-masked module:
+``compute`` (the authors' way, RWTH's code) runs it and multiplies its output by its gate,
+0 in the forward pass, so the straight-through gradient reaches its score directly;
+``skip`` does not run it (no compute, a faster step 1): its score then learns only through
+the k-hot's coupling of all scores.
 """
 
 import math
@@ -14,6 +17,8 @@ import torch
 
 from espnet_supernet.nets.unit_gates import Gate
 from espnet_supernet.selection.abs_selection import AbsSelection, stable_ranking
+
+MASKED_MODULES = ("compute", "skip")
 
 
 def relaxed_khot(
@@ -66,6 +71,8 @@ class SimpleTopKSelection(AbsSelection):
         anneal_end: fraction of step 1 after which k stays at ``k_min`` (default 0.8).
         init_std: standard deviation of the scores' initialisation (around 0).
         temperature: tau of the relaxed k-hot (see :func:`relaxed_khot`).
+        masked_modules: ``skip`` (default, faster) or ``compute`` (the authors'; see the module
+            docstring).
     """
 
     def __init__(
@@ -77,6 +84,7 @@ class SimpleTopKSelection(AbsSelection):
         anneal_end: float = 0.8,
         init_std: float = 1e-3,
         temperature: float = 0.5,
+        masked_modules: str = "skip",
         **common,
     ):
         super().__init__(masks, **common)
@@ -92,6 +100,10 @@ class SimpleTopKSelection(AbsSelection):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
+        if masked_modules not in MASKED_MODULES:
+            raise ValueError(f"masked_modules must be one of {', '.join(MASKED_MODULES)}, "
+                             f"got {masked_modules!r}")
+        self.masked_modules = masked_modules
         self.score = torch.nn.Parameter(torch.randn(self.num_modules) * init_std)
 
     def scores(self) -> torch.Tensor:
@@ -115,6 +127,8 @@ class SimpleTopKSelection(AbsSelection):
     def subnet_gates(self, step: int) -> Tuple[List[Gate], Dict[str, torch.Tensor]]:
         k = self.k_at(step)
         z = straight_through_topk(relaxed_khot(self.score, k, self.temperature), k)
+        if self.masked_modules == "compute":  # every module runs, times its 0 / 1 gate
+            return list(z.unbind()), {"selection_k": torch.tensor(float(k))}
         hard = z.detach().round().tolist()
         gates: List[Gate] = [z[j] if hard[j] else 0 for j in range(self.num_modules)]
         return gates, {"selection_k": torch.tensor(float(k))}

@@ -32,6 +32,7 @@ from espnet_supernet.train.sparse_subnets import SparseSubnetsMixin
 Stats = Dict[str, Optional[torch.Tensor]]
 # (stat slot, subnet name or None for explicit gates, gates or None, loss weight)
 PlanEntry = Tuple[str, Optional[str], Optional[Sequence[Gate]], float]
+STOCHASTIC_DEPTH_MODES = ("batch", "row")
 
 
 class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
@@ -59,6 +60,11 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         stochastic_depth_rate: in the largest subnet's pass, each module outside the
             smallest subnet is skipped with this probability (its output scaled by
             1 / (1 - p) when kept); 0.3-0.4 in Dynamic Encoder Size's step 2.
+        stochastic_depth_mode: ``"batch"`` (one draw per module per step: a dropped
+            module is skipped, no compute) or ``"row"`` (one draw per module per
+            utterance, as the authors' code: every kept-anywhere module runs and each
+            row's output is multiplied by its 0 or 1 / (1 - p); a module dropped for every
+            row is skipped).
         largest_warmup_steps: the first N updates train only the largest subnet, the
             sandwich rule starts after them (Once-for-All, Cai et al. 2020, trains the full
             network before sampling subnets). The other slots' stats are None meanwhile
@@ -103,6 +109,7 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         kd_iw_clip: float = 5.0,
         sandwich_seed: int = 0,
         stochastic_depth_rate: float = 0.0,
+        stochastic_depth_mode: str = "batch",
         largest_warmup_steps: int = 0,
         train_only: Optional[Union[str, int]] = None,
         **kwargs,
@@ -131,6 +138,10 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         if not 0.0 <= stochastic_depth_rate < 1.0:
             raise ValueError(f"stochastic_depth_rate must be in [0, 1), got {stochastic_depth_rate}")
         self.stochastic_depth_rate = stochastic_depth_rate
+        if stochastic_depth_mode not in STOCHASTIC_DEPTH_MODES:
+            raise ValueError(f"stochastic_depth_mode must be one of "
+                             f"{', '.join(STOCHASTIC_DEPTH_MODES)}, got {stochastic_depth_mode!r}")
+        self.stochastic_depth_mode = stochastic_depth_mode
         if largest_warmup_steps < 0:
             raise ValueError(f"largest_warmup_steps must be >= 0, got {largest_warmup_steps}")
         self.largest_warmup_steps = largest_warmup_steps
@@ -244,12 +255,16 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         plan += [(f"rand{i}", name, self.random_weight) for i, name in enumerate(picks)]
         return plan
 
-    def stochastic_depth_gates(self, step: int) -> Optional[List[Gate]]:
+    def stochastic_depth_gates(self, step: int, batch_size: int = 1,
+                               device: Optional[torch.device] = None) -> Optional[List[Gate]]:
         """Gates of the largest subnet at ``step`` with stochastic depth, or None (off).
 
-        Modules of the smallest subnet always run; the others are skipped with
-        probability p (no compute) and scaled by 1 / (1 - p) when kept. Seeded by the
-        step, so every DDP rank drops the same modules.
+        Modules of the smallest subnet always run; the others are dropped with
+        probability p and scaled by 1 / (1 - p) when kept. ``batch`` mode: one draw per
+        module (a dropped module is skipped, no compute). ``row`` mode: one draw per
+        module and utterance, the gate a (B, 1, 1) tensor of 0 or 1 / (1 - p) on the
+        module's output (0 when every row drops it). Seeded by the step, so every DDP
+        rank drops the same modules (in row mode: the same rows of its own batch).
         """
         p = self.stochastic_depth_rate
         if p == 0.0 or len(self.subnet_names) < 2:
@@ -257,17 +272,26 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         encoder = self.encoder
         largest = encoder.gates(encoder.subnet_mask(self.subnet_names[-1]))
         smallest = encoder.layout.modules_of(encoder.subnet_mask(self.subnet_names[0]))
-        rng = random.Random((self.sandwich_seed + 1) * 2_000_003 + step)
+        seed = (self.sandwich_seed + 1) * 2_000_003 + step
+        rng = random.Random(seed)
+        generator = torch.Generator().manual_seed(seed)
         gates: List[Gate] = []
         for gate, core in zip(largest, smallest):
             if is_skipped(gate) or core:
                 gates.append(gate)
-            else:
+            elif self.stochastic_depth_mode == "batch":
                 gates.append(0 if rng.random() < p else scale_gate(gate, 1.0 / (1.0 - p)))
+            else:
+                keep = torch.rand(batch_size, 1, 1, generator=generator) >= p
+                gates.append(scale_gate(gate, keep.to(device) / (1.0 - p))
+                             if bool(keep.any()) else 0)
         return gates
 
-    def training_plan(self, step: int) -> Tuple[List[PlanEntry], Optional[torch.Tensor], Stats]:
-        """The subnets of training step ``step``, the extra loss term and extra stats."""
+    def training_plan(self, step: int, batch_size: int = 1,
+                      device: Optional[torch.device] = None
+                      ) -> Tuple[List[PlanEntry], Optional[torch.Tensor], Stats]:
+        """The subnets of training step ``step`` (a batch of ``batch_size`` on ``device``),
+        the extra loss term and extra stats."""
         if self._selecting(step):
             gates, stats = self.selection.subnet_gates(step)
             plan = [("super", None, None, 1.0), ("sub", None, gates, self.selection.subnet_weight)]
@@ -279,7 +303,7 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         if step < self.largest_warmup_steps:  # the other slots do not train: None
             stats = {f"loss_{slot}": None for slot, _, _, _ in plan[1:]}
             plan = plan[:1]
-        depth_gates = self.stochastic_depth_gates(step)
+        depth_gates = self.stochastic_depth_gates(step, batch_size, device)
         if depth_gates is not None:
             plan[0] = (plan[0][0], plan[0][1], depth_gates, plan[0][3])
         return plan, None, stats
@@ -319,7 +343,7 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
             step = int(self.sandwich_step)
             if self.sparsity is not None:
                 self.sparsity.before_step(step)
-            plan, extra, stats = self.training_plan(step)
+            plan, extra, stats = self.training_plan(step, batch_size, speech.device)
             self.sandwich_step += 1
         else:
             plan = self.validation_plan()

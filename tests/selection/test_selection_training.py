@@ -101,6 +101,38 @@ def test_stochastic_depth_drops_only_modules_outside_the_smallest(feats):
     assert make_model(sizes=SIZES).stochastic_depth_gates(0) is None
 
 
+def test_row_stochastic_depth_drops_modules_per_utterance(feats):
+    """The authors' per-utterance mode: a (B, 1, 1) gate of 0 or 1 / (1 - p) per row;
+    each row of the output is the row of the batch-mode pass with that row's choice."""
+    model = make_model(sizes=SIZES, stochastic_depth_rate=0.5, stochastic_depth_mode="row")
+    small = model.encoder.subnet_mask("4")
+    mixed = None
+    for step in range(20):
+        gates = model.stochastic_depth_gates(step, batch_size=6)
+        assert all(g == 1 for g, keep in zip(gates, small) if keep)
+        for j, (g, keep) in enumerate(zip(gates, small)):
+            if keep or (not isinstance(g, torch.Tensor) and g == 0):
+                continue
+            assert g.shape == (6, 1, 1) and set(g.flatten().tolist()) <= {0.0, 2.0}
+            if mixed is None and set(g.flatten().tolist()) == {0.0, 2.0}:
+                mixed = j
+    assert mixed is not None  # some module is dropped for some rows, kept for others
+    encoder = model.encoder.eval()
+    front = encoder.forward_frontend(*feats)
+    largest = encoder.gates(encoder.subnet_mask("12"))
+    row_gate = torch.tensor([0.0, 2.0]).view(2, 1, 1)
+    outs = {}
+    for name, gate in (("row", row_gate), ("drop", 0), ("keep", 2.0)):
+        gates = list(largest)
+        gates[mixed] = gate
+        outs[name] = encoder.forward_subnet(front, gates)[0]
+    assert torch.allclose(outs["row"][0], outs["drop"][0], atol=1e-5)
+    assert torch.allclose(outs["row"][1], outs["keep"][1], atol=1e-5)
+    assert not torch.allclose(outs["drop"][1], outs["keep"][1], atol=1e-3)
+    with pytest.raises(ValueError, match="stochastic_depth_mode"):
+        make_model(sizes=SIZES, stochastic_depth_mode="layer")
+
+
 def test_stat_keys_of_step_one_stay_as_none_after_the_switch(feats):
     model = make_model(sizes=SIZES)
     masks = {n: model.encoder.subnet_mask(n) for n in model.subnet_names}
