@@ -74,7 +74,7 @@ def read_run(record: Path) -> Optional[Run]:
 SANDWICH_ONLY = ("max_weight", "min_weight", "random_weight", "num_random",
                  "inplace_kd_weight", "kd_weight", "kd_divergence", "kd_alpha_range",
                  "kd_iw_clip", "sandwich_seed", "stochastic_depth_rate", "stochastic_depth_mode",
-                 "largest_warmup_steps", "adaptive_dropout")
+                 "largest_warmup_steps", "adaptive_dropout", "subnet_weighting")
 
 
 def _key(settings: dict, drop_config: bool, drop_model: Sequence[str]) -> str:

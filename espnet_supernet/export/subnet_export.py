@@ -26,6 +26,7 @@ from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet_supernet.nets.subnet_space import MODULE_TYPES
 from espnet_supernet.nets.switchable_linear import SwitchableLinear
 from espnet_supernet.nets.unit_gates import UnitSlice, is_skipped
+from espnet_supernet.nets.vgg_subsampling import VGG4Subsampling
 from espnet_supernet.train.supernet_asr_model import SupernetASRModel
 
 SUPERNET_ENCODER_KEYS = ("subnet_sizes", "subnet_masks", "subnet_rule", "subnet_names",
@@ -92,6 +93,8 @@ def exported_config(train_config: dict, kept_blocks: List[int],
     if whole_blocks:
         config["encoder"] = "conformer"
         encoder_conf["num_blocks"] = len(kept_blocks)
+        for key in ("vgg_channels", "vgg_activation"):  # not stock options
+            encoder_conf.pop(key, None)
     else:
         config["encoder"] = "pruned_conformer"
         encoder_conf.pop("num_blocks", None)
@@ -120,7 +123,8 @@ def export_subnet(model: SupernetASRModel, train_config: dict, name: str,
             budgets); it uses the largest size's CTC head, and its own BatchNorm
             statistics only if it equals a named subnet's mask.
         stock_encoder: export a subnet of whole blocks as ESPnet's stock ``conformer``
-            (else as a ``pruned_conformer``, like every other subnet).
+            (else as a ``pruned_conformer``, like every other subnet; always with the
+            VGG front end, which stock ESPnet does not have).
 
     Raises:
         ValueError: unknown subnet name (the message lists the valid ones).
@@ -137,7 +141,10 @@ def export_subnet(model: SupernetASRModel, train_config: dict, name: str,
     specs = block_specs(model)
     kept = [b for b, spec in enumerate(specs) if spec is not None]
     blocks = [specs[b] for b in kept]
-    whole = stock_encoder and all(spec == block_specs_full(model) for spec in blocks)
+    # ESPnet's stock encoder has no VGG front end: such a model exports as pruned_conformer
+    stock_frontend = not isinstance(model.encoder.embed, VGG4Subsampling)
+    whole = stock_encoder and stock_frontend and all(
+        spec == block_specs_full(model) for spec in blocks)
     config = exported_config(train_config, kept, blocks, whole)
     target = build_model(config)
     state = _subnet_state(model, target.state_dict(), kept)

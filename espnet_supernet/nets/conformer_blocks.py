@@ -23,6 +23,7 @@ from espnet_supernet.nets.elastic_attention import elastic_self_attention
 from espnet_supernet.nets.elastic_feed_forward import elastic_feed_forward
 from espnet_supernet.nets.inference_cache import inference_cached
 from espnet_supernet.nets.switchable_batch_norm import SwitchableBatchNorm1d
+from espnet_supernet.nets.vgg_subsampling import VGG4Subsampling
 from espnet_supernet.nets.unit_gates import Gate, UnitSlice, is_skipped
 
 
@@ -53,7 +54,10 @@ def frontend_forward(encoder: torch.nn.Module, xs_pad: torch.Tensor,
         TooShortUttError: input too short for the subsampling (as stock ESPnet).
     """
     masks = (~make_pad_mask(ilens)[:, None, :]).to(xs_pad.device)
-    short, limit = check_short_utt(encoder.embed, xs_pad.size(1))
+    if isinstance(encoder.embed, VGG4Subsampling):
+        short, limit = VGG4Subsampling.output_length(xs_pad.size(1)) < 1, 3
+    else:
+        short, limit = check_short_utt(encoder.embed, xs_pad.size(1))
     if short:
         raise TooShortUttError(
             f"has {xs_pad.size(1)} frames and is too short for subsampling "

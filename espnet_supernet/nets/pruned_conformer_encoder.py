@@ -19,6 +19,11 @@ from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
 
 from espnet_supernet.nets.conformer_blocks import encoder_blocks_forward, frontend_forward
 from espnet_supernet.nets.subnet_space import MODULE_TYPES
+from espnet_supernet.nets.vgg_subsampling import (
+    DEFAULT_VGG_CHANNELS,
+    VGG_INPUT_LAYERS,
+    install_vgg_frontend,
+)
 
 BLOCK_KEYS = MODULE_TYPES  # ffn_macaron, mhsa, conv, ffn
 _MODULE_ATTRS = {  # block key -> (module attribute, its LayerNorm)
@@ -51,7 +56,9 @@ class PrunedConformerEncoder(ConformerEncoder):
             ``ffn``: hidden units of each FFN, heads of the attention (1 .. heads of
             ``attention_heads``), 1/0 for the conv module; 0 removes a module.
         **conformer_conf: every other argument of ESPnet's ``ConformerEncoder``
-            (``num_blocks`` is ``len(blocks)``; macaron FFNs and conv modules are on).
+            (``num_blocks`` is ``len(blocks)``; macaron FFNs and conv modules are on),
+            and the supernet's ``input_layer: vgg4`` with ``vgg_channels`` and
+            ``vgg_activation`` (see ``vgg_subsampling``).
     """
 
     def __init__(self, input_size: int, blocks: List[Dict[str, int]],
@@ -68,7 +75,15 @@ class PrunedConformerEncoder(ConformerEncoder):
             raise ValueError(f"num_blocks={conformer_conf['num_blocks']} but "
                              f"{len(blocks)} blocks are given")
         conformer_conf.update(num_blocks=len(blocks), macaron_style=True, use_cnn_module=True)
+        vgg = dict(channels=conformer_conf.pop("vgg_channels", DEFAULT_VGG_CHANNELS),
+                   activation=conformer_conf.pop("vgg_activation", "relu"))
+        use_vgg = conformer_conf.get("input_layer") in VGG_INPUT_LAYERS
+        if use_vgg:
+            conformer_conf["input_layer"] = None
         super().__init__(input_size, **conformer_conf)
+        if use_vgg:
+            install_vgg_frontend(self, input_size, conformer_conf.get("output_size", 256),
+                                 **vgg)
         self.blocks = [dict(spec) for spec in blocks]
         heads = conformer_conf.get("attention_heads", 4)
         for layer, spec in zip(self.encoders, self.blocks):

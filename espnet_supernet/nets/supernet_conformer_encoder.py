@@ -38,6 +38,11 @@ from espnet_supernet.nets.subnet_space import (
 )
 from espnet_supernet.nets.switchable_batch_norm import SwitchableBatchNorm1d
 from espnet_supernet.nets.unit_gates import Gate, UnitSlice
+from espnet_supernet.nets.vgg_subsampling import (
+    DEFAULT_VGG_CHANNELS,
+    VGG_INPUT_LAYERS,
+    install_vgg_frontend,
+)
 
 BN_STATS = ("per_size", "shared")
 __all__ = ["FrontendOutput", "Gate", "SupernetConformerEncoder"]
@@ -67,6 +72,10 @@ class SupernetConformerEncoder(ConformerEncoder):
         prune_heads: make each attention head a prunable unit.
         adaptive_ffn_dropout: scale an FFN's hidden dropout by its fraction of kept
             chunks (OrthoSoftmax's adaptive FF dropout).
+        input_layer: ESPnet's choices, or ``"vgg4"``: the papers' light VGG front end
+            (:mod:`espnet_supernet.nets.vgg_subsampling`), with
+        vgg_channels: its four convolutions' channels (the authors' 32, 64, 64, 32) and
+        vgg_activation: ``relu`` (the authors') or ``silu``.
     """
 
     @typechecked
@@ -110,6 +119,8 @@ class SupernetConformerEncoder(ConformerEncoder):
         ffn_chunks: int = 1,
         prune_heads: bool = False,
         adaptive_ffn_dropout: bool = True,
+        vgg_channels: List[int] = list(DEFAULT_VGG_CHANNELS),
+        vgg_activation: str = "relu",
     ):
         unsupported = {
             "interctc_layer_idx": bool(interctc_layer_idx),
@@ -148,7 +159,7 @@ class SupernetConformerEncoder(ConformerEncoder):
             dropout_rate=dropout_rate,
             positional_dropout_rate=positional_dropout_rate,
             attention_dropout_rate=attention_dropout_rate,
-            input_layer=input_layer,
+            input_layer=None if input_layer in VGG_INPUT_LAYERS else input_layer,
             normalize_before=normalize_before,
             positionwise_layer_type=positionwise_layer_type,
             positionwise_conv_kernel_size=positionwise_conv_kernel_size,
@@ -165,6 +176,8 @@ class SupernetConformerEncoder(ConformerEncoder):
             qk_norm=qk_norm,
             use_flash_attn=use_flash_attn,
         )
+        if input_layer in VGG_INPUT_LAYERS:
+            install_vgg_frontend(self, input_size, output_size, vgg_channels, vgg_activation)
         self.input_size = input_size
         self.num_blocks = num_blocks
         self.bn_stats = bn_stats

@@ -15,6 +15,8 @@ import torch
 
 from espnet_supernet.nets.unit_gates import Gate
 
+SCORE_GROUPS = ("own", "model")
+
 
 class AbsSelection(torch.nn.Module, ABC):
     """Scores prunable modules and fixes the named subnets' masks.
@@ -27,8 +29,11 @@ class AbsSelection(torch.nn.Module, ABC):
         selection_fraction: length of step 1 as a fraction of ``max_epoch`` (rounded,
             at least one epoch). Default: 0.6, as in the paper's released configs.
         subnet_weight: weight of the scored subnet's loss in step 1 (0.3 in the paper).
-        score_lr: learning rate of the scores' optimizer group (None: the model's).
-        score_weight_decay: weight decay of the scores' group.
+        score_group: ``"own"`` (the scores get an optimizer group of their own, with
+            ``score_lr`` and ``score_weight_decay``) or ``"model"`` (they are in the
+            model's group: its lr schedule and weight decay, as the authors' code).
+        score_lr: learning rate of the scores' own group (None: the model's).
+        score_weight_decay: weight decay of the scores' own group.
 
     Buffers (saved with the model, so ``--resume`` continues the same selection):
         ``total_steps``: step 1's length in steps, -1 until known.
@@ -44,10 +49,17 @@ class AbsSelection(torch.nn.Module, ABC):
         selection_epochs: Optional[int] = None,
         selection_fraction: Optional[float] = None,
         subnet_weight: float = 0.3,
+        score_group: str = "own",
         score_lr: Optional[float] = None,
         score_weight_decay: float = 0.0,
     ):
         super().__init__()
+        if score_group not in SCORE_GROUPS:
+            raise ValueError(f"score_group must be one of {', '.join(SCORE_GROUPS)}, "
+                             f"got {score_group!r}")
+        if score_group == "model" and (score_lr is not None or score_weight_decay != 0.0):
+            raise ValueError("score_lr and score_weight_decay configure the scores' own "
+                             "group: remove them with score_group: model")
         given = [v is not None for v in (selection_steps, selection_epochs, selection_fraction)]
         if sum(given) > 1:
             raise ValueError(
@@ -63,6 +75,7 @@ class AbsSelection(torch.nn.Module, ABC):
         self.selection_epochs = selection_epochs
         self.selection_fraction = selection_fraction
         self.subnet_weight = subnet_weight
+        self.score_group = score_group
         self.score_lr = score_lr
         self.score_weight_decay = score_weight_decay
         steps = -1 if selection_steps is None else int(selection_steps)

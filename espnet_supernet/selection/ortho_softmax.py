@@ -10,7 +10,8 @@ m = min(1, sum_{i<=k} P_i) gates the units, so smaller budgets are prefixes of l
 the subnets are nested. An orthogonality penalty on the first k rows,
 R = sqrt(sum_{i<j} G_ij^2 + sum_i (G_ii - 1)^2) with G = P_k P_k^T, pushes the rows towards
 distinct one-hot choices; its weight ramps from 0 to ``ortho_weight`` and tau anneals from
-``temperature_start`` to ``temperature_end`` (geometric) over step 1. Each step samples one
+``temperature_start`` to ``temperature_end`` (geometric over step 1, or the authors' fixed
+decay per step). Each step samples one
 non-maximal budget.
 
 Costs c_j are parameters, FLOPs (``espnet_supernet.nets.subnet_cost``) or a weighted mix of
@@ -32,8 +33,9 @@ from espnet_supernet.nets.unit_gates import Gate
 from espnet_supernet.selection.abs_selection import AbsSelection
 
 GRANULARITIES = ("layer", "component")
-# Reachable with ESPnet's conv2d front end, which alone is about a third of the FLOPs
-# (RWTH's smallest FLOPs budget, 0.337, is not).
+TEMPERATURE_SCHEDULES = ("geometric", "step_decay")
+# Reachable with ESPnet's conv2d front end, which alone is a third to a half of the FLOPs
+# (RWTH's smallest FLOPs budget, 0.337, needs the light front end, input_layer: vgg4).
 DEFAULT_BUDGETS = (0.5, 0.75, 1.0)
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
 Budget = Union[float, str]
@@ -90,7 +92,12 @@ class OrthoSoftmaxSelection(AbsSelection):
         criterion: ``params``, ``flops``, or weights of a mix, e.g.
             ``{params: 0.5, flops: 0.5}`` (costs as fractions of the full network's).
         flops_seconds: utterance length of the FLOPs cost model (T^2 terms).
-        temperature_start, temperature_end: tau's geometric annealing over step 1.
+        temperature_start, temperature_end: tau's range.
+        temperature_schedule: ``"geometric"`` (tau goes from start to end over step 1,
+            whatever its length) or ``"step_decay"`` (the authors':
+            tau = max(start * temperature_decay ** step, end), the same decay per step
+            on any corpus).
+        temperature_decay: the per-step factor of ``step_decay`` (the authors' 0.999992).
         ortho_weight: final weight of the orthogonality penalty (ramped from 0).
         init_std: standard deviation of the initial scores.
         seed: seed of the scores' initialisation and of the budget sampling.
@@ -106,6 +113,8 @@ class OrthoSoftmaxSelection(AbsSelection):
         flops_seconds: float = 10.0,
         temperature_start: float = 1.0,
         temperature_end: float = 0.01,
+        temperature_schedule: str = "geometric",
+        temperature_decay: float = 0.999992,
         ortho_weight: float = 1.0,
         init_std: float = 0.01,
         seed: int = 0,
@@ -128,7 +137,13 @@ class OrthoSoftmaxSelection(AbsSelection):
         self.granularity = granularity
         self.criterion = {c: w / sum(weights.values()) for c, w in weights.items()}
         self.flops_seconds = flops_seconds
+        if temperature_schedule not in TEMPERATURE_SCHEDULES:
+            raise ValueError(f"temperature_schedule must be one of "
+                             f"{', '.join(TEMPERATURE_SCHEDULES)}, got {temperature_schedule!r}")
+        if not 0 < temperature_decay <= 1:
+            raise ValueError(f"temperature_decay must be in (0, 1], got {temperature_decay}")
         self.temperature_start, self.temperature_end = temperature_start, temperature_end
+        self.temperature_schedule, self.temperature_decay = temperature_schedule, temperature_decay
         self.ortho_weight = ortho_weight
         self.init_std = init_std
         self.seed = seed
@@ -219,6 +234,13 @@ class OrthoSoftmaxSelection(AbsSelection):
         total = max(int(self.total_steps), 1)
         return min(max(step, 0) / total, 1.0)
 
+    def temperature_at(self, step: int) -> float:
+        """tau of step-1 ``step`` under ``temperature_schedule``."""
+        start, end = self.temperature_start, self.temperature_end
+        if self.temperature_schedule == "step_decay":
+            return max(start * self.temperature_decay ** max(step, 0), end)
+        return start * (end / start) ** self._progress(step)
+
     def probabilities(self, temperature: Optional[float] = None) -> torch.Tensor:
         """P = softmax(S / tau) row-wise, (N, N)."""
         self._require_bound()
@@ -228,10 +250,7 @@ class OrthoSoftmaxSelection(AbsSelection):
     def _step(self, step: int) -> Tuple[int, torch.Tensor, float]:
         """(k, P, budget fraction) of step-1 ``step``, computed once per step."""
         if self._step_cache is None or self._step_cache[0] != step:
-            progress = self._progress(step)
-            tau = self.temperature_start * (
-                self.temperature_end / self.temperature_start) ** progress
-            self.temperature.fill_(tau)
+            self.temperature.fill_(self.temperature_at(step))
             probs = self.probabilities()
             choices = self.targets[:-1] or self.targets
             target = random.Random(self.seed * 7_000_003 + step).choice(choices)

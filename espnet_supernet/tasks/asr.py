@@ -177,11 +177,12 @@ class SupernetASRTask(espnet_asr.ASRTask):
     def build_optimizers(
         cls, args: argparse.Namespace, model: torch.nn.Module
     ) -> List[torch.optim.Optimizer]:
-        """One optimizer; learned module scores and SSM dynamics get their own lr /
-        weight-decay groups."""
+        """One optimizer; learned module scores (``score_group: own``) and SSM dynamics
+        get their own lr / weight-decay groups."""
         groups = []
         selection = getattr(model, "selection", None)
-        scores = [] if selection is None else list(selection.parameters())
+        own = selection is not None and selection.score_group == "own"
+        scores = list(selection.parameters()) if own else []
         if scores:
             group = {"params": scores, "weight_decay": selection.score_weight_decay}
             if selection.score_lr is not None:

@@ -33,6 +33,8 @@ Stats = Dict[str, Optional[torch.Tensor]]
 # (stat slot, subnet name or None for explicit gates, gates or None, loss weight)
 PlanEntry = Tuple[str, Optional[str], Optional[Sequence[Gate]], float]
 STOCHASTIC_DEPTH_MODES = ("batch", "row")
+SUBNET_WEIGHTINGS = ("fixed", "exp_loss")
+LARGEST_SLOTS = ("max", "super")  # plan slots of the largest network (weight kept)
 
 
 class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
@@ -70,6 +72,11 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
             network before sampling subnets). The other slots' stats are None meanwhile
             (see Stats). With a learned selection, whose step 1 trains the whole
             supernet anyway, leave it at 0.
+        subnet_weighting: ``"fixed"`` (each subnet's loss weighted by ``min_weight`` /
+            ``random_weight``, and step 1's by the selection's ``subnet_weight``) or
+            ``"exp_loss"`` (OrthoSoftmax's authors: every subnet but the largest weighted
+            by 1 - exp(-L), L its loss per encoder frame, not detached; for a CTC-only
+            model L is their per-frame CTC). The largest keeps ``max_weight``.
         train_only: a subnet name: train and validate that size alone (every update
             only its loss, weight 1; no warm-up, stochastic depth or KD), the baseline of
             "each size trained alone with the same updates" on the same encoder: the
@@ -111,6 +118,7 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         stochastic_depth_rate: float = 0.0,
         stochastic_depth_mode: str = "batch",
         largest_warmup_steps: int = 0,
+        subnet_weighting: str = "fixed",
         train_only: Optional[Union[str, int]] = None,
         **kwargs,
     ):
@@ -145,6 +153,10 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         if largest_warmup_steps < 0:
             raise ValueError(f"largest_warmup_steps must be >= 0, got {largest_warmup_steps}")
         self.largest_warmup_steps = largest_warmup_steps
+        if subnet_weighting not in SUBNET_WEIGHTINGS:
+            raise ValueError(f"subnet_weighting must be one of {', '.join(SUBNET_WEIGHTINGS)}, "
+                             f"got {subnet_weighting!r}")
+        self.subnet_weighting = subnet_weighting
         if train_only is not None and str(train_only) not in self.subnet_names:
             raise ValueError(f"train_only: unknown subnet {train_only!r}; valid names: "
                              f"{', '.join(self.subnet_names)}")
@@ -369,6 +381,9 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
                     kd, kd_value = self._distill(teacher, log_q, enc_lens)
                     loss = loss + self.inplace_kd_weight * kd
                     kd_total = kd_total + kd_value
+            if self.training and self.subnet_weighting == "exp_loss" and slot not in LARGEST_SLOTS:
+                weight = 1.0 - torch.exp(-loss * batch_size / enc_lens.sum().clamp(min=1))
+                stats[f"weight_{slot}"] = weight.detach()
             total = total + weight * loss
             stats[f"loss_{slot}"] = loss.detach()
             if not self.training:

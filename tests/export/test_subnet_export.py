@@ -65,6 +65,23 @@ def test_whole_blocks_export_as_pruned_conformer_on_request(tmp_path):
     assert record["max_encoder_difference"] <= 1e-5
 
 
+def test_vgg_front_end_exports_as_pruned_conformer_with_its_weights(tmp_path):
+    """Stock ESPnet has no VGG front end: whole blocks export as pruned_conformer, the
+    front end's weights copied, the output the supernet subnet's."""
+    model, config, _ = make_supernet(tmp_path, input_layer="vgg4", vgg_channels=[2, 4, 4, 2])
+    export = export_subnet(model, config, "4", build_from_config)
+    assert export.encoder == "pruned_conformer"
+    assert export.config["encoder_conf"]["input_layer"] == "vgg4"
+    assert export.config["encoder_conf"]["vgg_channels"] == [2, 4, 4, 2]
+    assert torch.equal(export.state_dict["encoder.embed.convs.3.weight"],
+                       model.encoder.embed.convs[3].weight)
+    exported = build_from_config(export.config)
+    exported.load_state_dict(export.state_dict, strict=True)
+    assert export.num_params == subnet_report(model)["4"]["total_params"]
+    model.set_subnet("4")
+    assert max_encoder_difference(model, exported, seconds=2.0) <= 1e-5
+
+
 def test_component_subnet_exports_pruned(tmp_path):
     model, config, _ = make_supernet(tmp_path, ffn_chunks=4, prune_heads=True,
                                      subnet_masks={"comp": COMPONENT_MASK})

@@ -143,3 +143,67 @@ def test_step_one_learns_the_scores_then_freezes_nested_subnets(feats, tmp_path)
     assert len(report["unit_order"]) == model.encoder.num_units
     assert all(isinstance(k, str) for k in report["sizes"]["0.4"]["kept"])
     assert (tmp_path / "selection.png").stat().st_size > 1000
+
+
+def test_authors_temperature_decays_per_step_and_floors():
+    _, geo = ortho_model(selection_steps=100)
+    _, dec = ortho_model(temperature_schedule="step_decay", temperature_decay=0.99)
+    assert geo.temperature_at(50) == pytest.approx(0.1)  # sqrt(1 * 0.01): half of step 1
+    assert dec.temperature_at(0) == 1.0
+    assert dec.temperature_at(50) == pytest.approx(0.99 ** 50)
+    assert dec.temperature_at(10_000) == 0.01  # floored at temperature_end
+    with pytest.raises(ValueError, match="temperature_schedule"):
+        ortho_model(temperature_schedule="linear")
+
+
+def test_authors_subnet_weight_is_one_minus_exp_of_the_frame_loss(feats):
+    """subnet_weighting: exp_loss: loss = L_super + (1 - exp(-L_sub / frames)) L_sub."""
+    model, sel = ortho_model(selection_steps=3)
+    model.subnet_weighting = "exp_loss"
+    model.set_selection(sel)
+    model.train()
+    loss, stats, _ = model(**_batch(feats))
+    frames = model.encoder.forward_frontend(*feats).masks.sum()
+    weight = 1 - math.exp(-float(stats["loss_sub"]) * 2 / float(frames))  # batch of 2
+    assert float(stats["weight_sub"]) == pytest.approx(weight, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(
+        float(stats["loss_super"]) + weight * float(stats["loss_sub"])
+        + float(stats["loss_selection"]), rel=1e-5)
+    loss.backward()  # the weight is not detached: d/dL (1 - e^(-L/F)) L reaches the scores
+    assert sel.score_matrix.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="subnet_weighting"):
+        make_model(subnet_weighting="focal")
+
+
+def test_the_papers_smallest_flops_budget_needs_the_light_front_end():
+    """0.337 of the FLOPs: out of reach with conv2d on 80 bins (half the tiny encoder's
+    FLOPs), selected and trained with vgg4."""
+    budgets = [0.337, 0.578, 1.0]
+    names = OrthoSoftmaxSelection.subnet_names_from_conf({"budgets": budgets})
+
+    def build(**frontend):
+        model = make_model(sizes=None, encoder_conf=dict(
+            COMPONENTS, subnet_names=names, input_size=80, **frontend))
+        masks = {n: model.encoder.subnet_mask(n) for n in names}
+        sel = OrthoSoftmaxSelection(masks, budgets=budgets, selection_steps=2)
+        sel.bind_encoder(model.encoder)
+        return model, sel
+
+    with pytest.raises(ValueError, match="outside what the supernet can reach"):
+        build()
+    model, sel = build(input_layer="vgg4", vgg_channels=[1, 2, 2, 1])
+    model.set_selection(sel)
+    optim = torch.optim.SGD(model.parameters(), lr=0.1)
+    torch.manual_seed(0)
+    feats = torch.randn(2, 60, 80), torch.tensor([60, 45])
+    model.train()
+    for _ in range(3):  # 2 steps of step 1, then the sandwich rule on the frozen masks
+        optim.zero_grad()
+        loss, stats, _ = model(**_batch(feats))
+        loss.backward()
+        optim.step()
+    assert bool(sel.frozen) and torch.isfinite(stats["loss_min"])
+    table = sel.tables["flops"]
+    smallest = table.subnet(model.encoder.subnet_mask("0.337")) / table.total
+    assert table.fixed / table.total < 0.337
+    assert smallest == pytest.approx(0.337, abs=0.03)

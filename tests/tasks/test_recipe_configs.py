@@ -50,8 +50,10 @@ def test_config_builds_with_its_selection(config, tmp_path):
     assert list(model.selection.sizes) == model.subnet_names
     optimizers = SupernetASRTask.build_optimizers(args, model)
     groups = optimizers[0].param_groups
-    if method == "static":
+    if method == "static" or conf["selection_conf"].get("score_group") == "model":
         assert len(groups) == 1
+        assert sum(p.numel() for p in groups[0]["params"]) == sum(
+            p.numel() for p in model.parameters())
     else:
         assert len(groups) == 2 and groups[1]["params"] == list(model.selection.parameters())
         assert groups[1]["lr"] == args.selection_conf["score_lr"]
@@ -68,6 +70,22 @@ def test_ortho_softmax_budgets_name_the_subnets(tmp_path):
     assert again.subnet_names == model.subnet_names
     args.encoder_conf["subnet_sizes"] = [8, 16]
     with pytest.raises(ValueError, match="remove subnet_sizes"):
+        SupernetASRTask.build_model(args)
+
+
+def test_scores_in_the_models_group(tmp_path):
+    """score_group: model (the authors') puts the scores in the model's group: one group,
+    the model's lr and weight decay; score_lr then is an error."""
+    args, _ = build("train_supernet_conformer_demo_ortho_softmax.yaml", tmp_path)
+    args.selection_conf = {k: v for k, v in args.selection_conf.items() if k != "score_lr"}
+    args.selection_conf["score_group"] = "model"
+    args.optim_conf = {**args.optim_conf, "weight_decay": 1e-6}
+    model = SupernetASRTask.build_model(args)
+    (group,) = SupernetASRTask.build_optimizers(args, model)[0].param_groups
+    assert {id(p) for p in model.selection.parameters()} <= {id(p) for p in group["params"]}
+    assert group["weight_decay"] == 1e-6
+    args.selection_conf["score_lr"] = 0.01
+    with pytest.raises(ValueError, match="remove them with score_group: model"):
         SupernetASRTask.build_model(args)
 
 
