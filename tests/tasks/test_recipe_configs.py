@@ -156,3 +156,26 @@ def test_todm_config_builds_a_transducer_supernet(config, tmp_path):
     else:
         assert len(groups) == 1
 
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in CONF.glob("train_supernet_conformer_paper*.yaml")))
+def test_paper_configs_are_the_authors_recipe(config, tmp_path):
+    """CTC only, VGG front end, AdamW (eps 1e-16, wd 1e-3), no clipping, and the one-cycle
+    schedule 4e-6 -> 4e-4 -> 4e-6 -> 1e-8 that stays at 1e-8 after its last step."""
+    from espnet2.tasks.abs_task import optim_classes, scheduler_classes
+
+    args, model = build(config, tmp_path)
+    assert model.ctc_weight == 1.0 and model.decoder is None
+    assert type(model.encoder.embed).__name__ == "VGG4Subsampling"
+    assert args.grad_clip == float("inf") and args.accum_grad == 1
+    (optimizer,) = SupernetASRTask.build_optimizers(args, model)
+    assert isinstance(optimizer, optim_classes["adamw"])
+    assert optimizer.defaults["eps"] == 1e-16 and optimizer.defaults["weight_decay"] == 1e-3
+    scheduler = scheduler_classes[args.scheduler](optimizer, **args.scheduler_conf)
+    lrs = {}
+    for step in (0, 329399, 658799, 731999, 2_000_000):
+        scheduler.last_epoch = step
+        lrs[step] = scheduler.get_lr()[0]
+    assert lrs[0] == pytest.approx(4e-6, rel=1e-3) and lrs[329399] == pytest.approx(4e-4)
+    assert lrs[658799] == pytest.approx(4e-6, rel=1e-3)
+    assert lrs[731999] == pytest.approx(1e-8) and lrs[2_000_000] == pytest.approx(1e-8)

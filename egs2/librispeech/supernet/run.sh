@@ -3,7 +3,7 @@
 #   ./run.sh                          # stages 1-13 with the CPU demo config
 #   ./run.sh --stage 10               # from collect stats on
 #   ./run.sh --asr_config conf/train_supernet_conformer_paper.yaml --ngpu 4 \
-#       --lm_config conf/train_lm_paper.yaml --inference_config conf/decode_ctc_att.yaml
+#       --lm_config conf/train_lm_paper.yaml --inference_config conf/decode_ctc_lm.yaml
 #   ./run.sh --use_lm false --inference_config conf/decode_ctc_greedy.yaml  # no LM, fastest
 # With LIBRISPEECH empty in db.sh, stage 1 generates the embedded espeak-ng corpus.
 set -euo pipefail
