@@ -15,7 +15,8 @@ seeds (the alone runs with ``model_conf.train_only``); stage 13 publishes each r
   (inference config, LM or not); otherwise it is not written and the reason is logged;
 - per size and test set: the one job's and the alone runs' WER, mean and range over seeds,
   and their difference (one job - alone: negative is better for the one job), mean and
-  range of the per-seed differences (seeds present on both sides);
+  range of the per-seed differences (seeds present on both sides), and a verdict: a side
+  better in every one of at least 2 seeds, else no difference claimed;
 - cost: the one job's training time against the sum of the alone jobs' (means over seeds).
 """
 
@@ -147,6 +148,18 @@ def _signed_spread(values: Sequence[float]) -> str:
     return f"{mean(values):+.1f} [{min(values):+.1f}, {max(values):+.1f}]"
 
 
+def verdict(diffs: Sequence[float]) -> str:
+    """What the per-seed differences (one job - alone) support: a side that is better in
+    every one of at least 2 seeds, else no difference claimed."""
+    if len(diffs) < 2:
+        return "one seed: no claim"
+    if all(d < 0 for d in diffs):
+        return "one job better in every seed"
+    if all(d > 0 for d in diffs):
+        return "alone better in every seed"
+    return "mixed: within seed variation"
+
+
 def comparison_rows(comp: Comparison) -> List[Dict[str, object]]:
     """Per size (with an alone run) and test set: ``size, test_set, onejob, alone``
     (WER lists by seed), ``diff`` (per-seed one job - alone, common seeds)."""
@@ -176,16 +189,17 @@ def comparison_markdown(comp: Comparison) -> str:
         f"Same budget for every run: {any_run.updates} updates, the same data, decoding "
         f"`{decoding}`{' with the LM' if lm else ' without LM'}. WER in %, mean "
         "[min, max] over seeds; difference = one job - alone (negative: the one job is "
-        "better), mean [min, max] of the per-seed differences.",
+        "better), mean [min, max] of the per-seed differences; verdict: a side better in "
+        "every one of at least 2 seeds, else none.",
         "",
-        "| size | test set | one job | alone | difference | seeds (one job / alone) |",
-        "|---|---|---:|---:|---:|---|",
+        "| size | test set | one job | alone | difference | verdict | seeds (one job / alone) |",
+        "|---|---|---:|---:|---:|---|---|",
     ]
     for row in comparison_rows(comp):
         one_seeds, alone_seeds = row["seeds"]
         diff = _signed_spread(row["diff"]) if row["diff"] else "-"
         lines.append(f"| {row['size']} | {row['test_set']} | {_spread(row['onejob'])} "
-                     f"| {_spread(row['alone'])} | {diff} | "
+                     f"| {_spread(row['alone'])} | {diff} | {verdict(row['diff'])} | "
                      f"{','.join(map(str, one_seeds))} / {','.join(map(str, alone_seeds))} |")
     onejob_min = mean(r.train_seconds for r in comp.onejob.values()) / 60
     sums = [sum(comp.alone[size][s].train_seconds for size in comp.alone) / 60

@@ -66,8 +66,8 @@ def test_rows_mean_range_and_paired_difference(results):
     assert rows["8", "dev"]["diff"] == [10.0, 4.0]  # per seed
     assert rows["24", "test"]["diff"] == [-2.0]  # seed 1 only on both sides
     text = comparison_markdown(comp)
-    assert "| 8 | dev | 59.0 [58.0, 60.0] | 52.0 [50.0, 54.0] | +7.0 [+4.0, +10.0] | 1,2 / 1,2 |" in text
-    assert "| 24 | test | 43.0 [41.0, 45.0] | 43.0 | -2.0 | 1,2 / 1 |" in text
+    assert "| 8 | dev | 59.0 [58.0, 60.0] | 52.0 [50.0, 54.0] | +7.0 [+4.0, +10.0] | alone better in every seed | 1,2 / 1,2 |" in text
+    assert "| 24 | test | 43.0 [41.0, 45.0] | 43.0 | -2.0 | one seed: no claim | 1,2 / 1 |" in text
     assert "100 updates" in text and "decode_ctc_lm` with the LM" in text
     # seed 1 is the only seed with every alone job: 300 + 700 s; one job mean 1100 s
     assert "one job 18.3 min; the 2 alone jobs together 16.7 min (one job / sum = 1.10)" in text
@@ -102,7 +102,7 @@ def test_results_md_section_replaced_and_kept_out_of_the_experiments(results, tm
     update_results_md(md, results)
     text = md.read_text()
     assert text.count("## One job vs each size alone") == 1
-    assert "| 24 | test | 43.0 [41.0, 45.0] | 45.0 [43.0, 47.0] | -2.0 [-2.0, -2.0] |" in text
+    assert "| 24 | test | 43.0 [41.0, 45.0] | 45.0 [43.0, 47.0] | -2.0 [-2.0, -2.0] | one job better in every seed |" in text
     assert list(read_results_md(str(md))) == ["exp_a"]
     assert read_results_md(str(md))["exp_a"].cells == {("8", "dev"): "1.00 / 2.00"}
 
@@ -111,3 +111,13 @@ def test_missing_results_dir_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit, match="run stage 13"):
         compare_main(["--results_dir", str(tmp_path / "nope"),
                       "--results_md", str(tmp_path / "R.md")])
+
+
+def test_verdict_needs_two_seeds_on_one_side():
+    from espnet_supernet.data.alone_comparison import verdict
+
+    assert verdict([-1.0]) == "one seed: no claim"
+    assert verdict([-1.0, -0.1]) == "one job better in every seed"
+    assert verdict([0.5, 2.0, 0.1]) == "alone better in every seed"
+    assert verdict([-1.0, 1.0]) == "mixed: within seed variation"
+    assert verdict([0.0, 1.0]) == "mixed: within seed variation"
