@@ -1,4 +1,4 @@
-"""Fixtures for the end-to-end tests of the LibriSpeech supernet recipe.
+"""Fixtures for the end-to-end tests of the supernet recipes (LibriSpeech, TED-LIUM 2).
 
 The recipe never runs in the repository itself (a demo run may be using its data/,
 dump/, exp/ and downloads/ directories): every test runs ``run.sh`` in a copy of
@@ -9,6 +9,8 @@ dump/, exp/ and downloads/ directories): every test runs ``run.sh`` in a copy of
     <tmp>/repo/egs2/TEMPLATE/supernet1/          (supernet.sh, utils/, conf/)
     <tmp>/repo/egs2/librispeech/supernet/        (run.sh, ...; supernet.sh and utils are
                                                   relative links into TEMPLATE)
+    <tmp>/repo/egs2/tedlium2/supernet/           (only for recipe_copy(recipe=TEDLIUM2_REL);
+                                                  its conf/ links into librispeech's)
 """
 
 import os
@@ -25,6 +27,7 @@ from e2e_run import ASR_EXP, TINY_ARGS, Prepared, Trained
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE_REL = Path("egs2/librispeech/supernet")
+TEDLIUM2_REL = Path("egs2/tedlium2/supernet")
 TEMPLATE_REL = Path("egs2/TEMPLATE/supernet1")
 VENV = REPO / ".venv"
 # Run outputs (possibly being written by a run in the repository): never copied.
@@ -64,36 +67,42 @@ class RecipeRun:
         return f"--- {self.log} (exit {self.returncode}, {self.seconds:.0f} s) ---\n{text}"
 
 
-def _copy_recipe(root: Path) -> Path:
-    """Copies the recipe and its template into ``root/repo`` and returns the recipe dir."""
+def _copy_recipe(root: Path, recipe_rel: Path = RECIPE_REL) -> Path:
+    """Copies a recipe, the LibriSpeech recipe (whose conf/ other recipes link to) and the
+    template into ``root/repo`` and returns the copied ``recipe_rel``."""
     repo = root / "repo"
     shutil.copytree(REPO / TEMPLATE_REL, repo / TEMPLATE_REL, symlinks=True)
-    src = REPO / RECIPE_REL
+    for rel in dict.fromkeys((RECIPE_REL, recipe_rel)):
+        src = REPO / rel
 
-    def ignore(directory: str, names: Sequence[str]) -> Sequence[str]:
-        if Path(directory) == src:
-            return [name for name in names if name in RUN_OUTPUTS]
-        return [name for name in names if name == "__pycache__"]
+        def ignore(directory: str, names: Sequence[str], src: Path = src) -> Sequence[str]:
+            if Path(directory) == src:
+                return [name for name in names if name in RUN_OUTPUTS]
+            return [name for name in names if name == "__pycache__"]
 
-    shutil.copytree(src, repo / RECIPE_REL, symlinks=True, ignore=ignore)
+        shutil.copytree(src, repo / rel, symlinks=True, ignore=ignore)
     os.symlink(VENV, repo / ".venv")
-    recipe = repo / RECIPE_REL
-    for link in ("supernet.sh", "utils"):
-        target = (recipe / link).resolve()
-        assert target.is_relative_to(repo), f"{recipe / link} escapes the copy: {target}"
+    recipe = repo / recipe_rel
+    for directory, dirs, files in os.walk(recipe):
+        for name in dirs + files:
+            link = Path(directory) / name
+            if link.is_symlink():
+                target = link.resolve()
+                assert target.is_relative_to(repo), f"{link} escapes the copy: {target}"
+                assert target.exists(), f"{link} is broken in the copy: {target}"
     return recipe
 
 
 @pytest.fixture(scope="session")
 def recipe_copy(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """Returns ``make(name="recipe") -> Path``: a fresh copy of the recipe directory.
+    """Returns ``make(name="recipe", recipe=RECIPE_REL) -> Path``: a fresh recipe copy.
 
-    Each call copies into a new temporary directory and returns the copy of
-    ``egs2/librispeech/supernet`` (without data/, dump/, exp/, downloads/).
+    Each call copies into a new temporary directory and returns the copy of ``recipe``
+    (default ``egs2/librispeech/supernet``; without data/, dump/, exp/, downloads/).
     """
 
-    def make(name: str = "recipe") -> Path:
-        return _copy_recipe(tmp_path_factory.mktemp(name))
+    def make(name: str = "recipe", recipe: Path = RECIPE_REL) -> Path:
+        return _copy_recipe(tmp_path_factory.mktemp(name), recipe)
 
     return make
 
@@ -160,21 +169,26 @@ def run_in(
 
 @pytest.fixture(scope="session")
 def run_recipe() -> Callable[..., RecipeRun]:
-    """Returns ``run(recipe_dir, *args, corpus=None, log_name="run.log", timeout=1200)``.
+    """Returns ``run(recipe_dir, *args, corpus=None, env=None, log_name="run.log",
+    timeout=1200)``.
 
-    Runs ``./run.sh *args`` in the recipe copy with ``LIBRISPEECH=corpus`` (if given),
-    writing the output to ``<recipe_dir>/<log_name>``.
+    Runs ``./run.sh *args`` in the recipe copy with ``LIBRISPEECH=corpus`` (if given) and
+    the variables of ``env`` (e.g. ``{"TEDLIUM2": ...}``), writing the output to
+    ``<recipe_dir>/<log_name>``.
     """
 
     def run(
         recipe: Path,
         *args: str,
         corpus: Optional[Path] = None,
+        env: Optional[Dict[str, str]] = None,
         log_name: str = "run.log",
         timeout: float = 1200,
     ) -> RecipeRun:
-        env = {} if corpus is None else {"LIBRISPEECH": str(corpus)}
-        return run_in(recipe, ["./run.sh", *args], recipe / log_name, env=env, timeout=timeout)
+        variables = {} if corpus is None else {"LIBRISPEECH": str(corpus)}
+        variables.update(env or {})
+        return run_in(recipe, ["./run.sh", *args], recipe / log_name, env=variables,
+                      timeout=timeout)
 
     return run
 

@@ -15,7 +15,9 @@ from espnet_supernet.tasks.asr import SupernetASRTask
 
 CONF = Path(__file__).resolve().parents[2] / "egs2/librispeech/supernet/conf"
 CONFIGS = sorted(p.name for p in CONF.glob("train_supernet_*.yaml")) + sorted(
-    f"tuning/{p.name}" for p in (CONF / "tuning").glob("train_supernet_*.yaml"))
+    f"tuning/{p.name}" for p in (CONF / "tuning").glob("train_supernet_*.yaml")) + sorted(
+    f"../../../tedlium2/supernet/conf/{p.name}"
+    for p in (CONF / "../../../tedlium2/supernet/conf").glob("train_supernet_*.yaml"))
 TODM_CONFIGS = sorted(p.name for p in CONF.glob("train_todm_*.yaml")) + sorted(
     f"tuning/{p.name}" for p in (CONF / "tuning").glob("train_todm_*.yaml"))
 LM_CONFIGS = sorted(p.name for p in CONF.glob("train_lm_*.yaml")) + sorted(

@@ -1,0 +1,1 @@
+../../TEMPLATE/supernet1/supernet.sh
