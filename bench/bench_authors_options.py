@@ -28,6 +28,7 @@ import argparse
 import os
 import sys
 import time
+from statistics import median as _median
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -163,10 +164,6 @@ def bench_frontends(config: str, xs, ilens, repeats: int, warmup: int) -> dict:
         }
     return {"rows": rows, "stock_conv2d_encoder_ms": _median(times["stock conv2d: encoder"]),
             "raw_ms": times}
-
-
-def _median(values: List[float]) -> float:
-    return sorted(values)[len(values) // 2]
 
 
 def print_table(res: dict) -> None:

@@ -285,13 +285,14 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         largest = encoder.gates(encoder.subnet_mask(self.subnet_names[-1]))
         smallest = encoder.layout.modules_of(encoder.subnet_mask(self.subnet_names[0]))
         seed = (self.sandwich_seed + 1) * 2_000_003 + step
-        rng = random.Random(seed)
-        generator = torch.Generator().manual_seed(seed)
+        row = self.stochastic_depth_mode == "row"
+        rng = None if row else random.Random(seed)
+        generator = torch.Generator().manual_seed(seed) if row else None
         gates: List[Gate] = []
         for gate, core in zip(largest, smallest):
             if is_skipped(gate) or core:
                 gates.append(gate)
-            elif self.stochastic_depth_mode == "batch":
+            elif not row:
                 gates.append(0 if rng.random() < p else scale_gate(gate, 1.0 / (1.0 - p)))
             else:
                 keep = torch.rand(batch_size, 1, 1, generator=generator) >= p
