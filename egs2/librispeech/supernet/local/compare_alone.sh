@@ -14,6 +14,10 @@
 #   exp/asr_<tag>_seed<N>              the one job (the config as it is)
 #   exp/asr_<tag>_alone<size>_seed<N>  model_conf.train_only=<size>: only that size trained
 #                                      and validated, on the same encoder, same updates
+# A learned selection config (Simple-Top-k, Iterative-Zero-Out, OrthoSoftmax) has no named
+# sizes before training: run its one job only (--runs onejob); the comparison pairs each
+# learned size with the alone run of the static config (same encoder and updates) whose
+# encoder cost is nearest (FLOPs, or parameters for a params-aware selection).
 # where <tag> is the config's name. The recipe's main run exp/asr_<tag> counts as the one
 # job of the seed its config.yaml holds (tools/demo.sh trains it with espnet2's default
 # seed 0), so `--seeds "0 1"` after the demo does not retrain it.
@@ -55,7 +59,16 @@ conf = yaml.safe_load(open(sys.argv[1]))
 print(" ".join(str(s) for s in conf.get("encoder_conf", {}).get("subnet_sizes") or []))
 PY
 )
-[ -n "$all_sizes" ] || { echo "$0: $config names no encoder_conf.subnet_sizes" >&2; exit 1; }
+if [ -z "$all_sizes" ]; then
+  case " $runs " in *" alone "*)
+    echo "$0: $config names no encoder_conf.subnet_sizes, so it has no size to train alone" \
+      "(a learned selection finds its sizes in training). Run its one job with --runs onejob:" \
+      "stage 13 pairs each learned size with the static config's alone run of the nearest" \
+      "encoder cost, when both have the same updates (e.g. --train_args" \
+      "\"--max_epoch 6 --num_iters_per_epoch 282\" for the demo's)." >&2
+    exit 1 ;;
+  esac
+fi
 for size in ${sizes:=$all_sizes}; do
   case " $all_sizes " in *" $size "*) ;; *)
     echo "$0: size $size is not one of $config's sizes ($all_sizes)" >&2; exit 1 ;; esac
