@@ -11,6 +11,12 @@ seeds (the alone runs with ``model_conf.train_only``); stage 13 publishes each r
   apart from the seed, the config file's name and the sandwich-only ``model_conf`` keys
   that ``train_only`` ignores (``SANDWICH_ONLY``): one set of alone runs serves every
   sandwich variant (warm-up, weights, KD) of the same encoder, data and budget;
+- a learned selection's one job (``selection``: Simple-Top-k, Iterative-Zero-Out,
+  OrthoSoftmax) has no size to train alone before training, so its alone runs are the static
+  config's with equal settings apart from the selection (``SELECTION_ONLY``); each learned
+  size is paired with the alone size of the same name (a module count) or else the one of
+  nearest encoder cost (FLOPs, or parameters for ``criterion: params``), as the papers
+  compare a learned size with the model of that size trained from scratch;
 - a comparison needs equal budgets: the same updates in every run and the same decoding
   (inference config, LM or not); otherwise it is not written and the reason is logged;
 - per size and test set: the one job's and the alone runs' WER, mean and range over seeds,
@@ -41,6 +47,7 @@ class Run(NamedTuple):
     train_seconds: float
     decoding: Tuple[str, bool]
     wer: Dict[Tuple[str, str], float]
+    cost: Dict[str, Tuple[float, float]]  # size -> (encoder params, encoder GFLOPs/s)
 
 
 class Comparison(NamedTuple):
@@ -48,7 +55,9 @@ class Comparison(NamedTuple):
 
     title: str
     onejob: Dict[int, Run]
-    alone: Dict[str, Dict[int, Run]]  # size -> seed -> run
+    alone: Dict[str, Dict[int, Run]]  # alone size -> seed -> run
+    pairs: Dict[str, str]  # one job's size -> the alone size it is compared with
+    learned: bool = False  # the one job learned its sizes (alone: the static config's)
 
 
 def read_run(record: Path) -> Optional[Run]:
@@ -68,7 +77,9 @@ def read_run(record: Path) -> Optional[Run]:
     return Run(record.name, settings, int(settings.get("seed") or 0),
                None if only is None else str(only), int(train["updates"]),
                float(train["train_seconds"]), decodings.pop(),
-               {(str(r["size"]), r["test_set"]): float(r["wer"]) for r in rows})
+               {(str(r["size"]), r["test_set"]): float(r["wer"]) for r in rows},
+               {str(r["size"]): (float(r.get("encoder_params") or 0),
+                                 float(r.get("encoder_gflops_per_sec") or 0)) for r in rows})
 
 
 # model_conf keys of the sandwich rule that a train_only run ignores (both CTC and TODM)
@@ -78,12 +89,29 @@ SANDWICH_ONLY = ("max_weight", "min_weight", "random_weight", "num_random",
                  "largest_warmup_steps", "adaptive_dropout", "subnet_weighting")
 
 
-def _key(settings: dict, drop_config: bool, drop_model: Sequence[str]) -> str:
+# what a learned selection adds to the static config: the method and the units it can prune
+# (with every unit on, chunked FFNs and prunable heads compute what the plain modules do)
+SELECTION_ONLY = ("selection", "selection_conf")
+SELECTION_ONLY_ENCODER = ("subnet_sizes", "subnet_rule", "ffn_chunks", "prune_heads",
+                          "adaptive_ffn_dropout")
+
+
+def _key(settings: dict, drop_config: bool, drop_model: Sequence[str],
+         drop_selection: bool = False) -> str:
     plain = {k: v for k, v in settings.items()
-             if k != "seed" and not (drop_config and k == "config")}
+             if k != "seed" and not (drop_config and k == "config")
+             and not (drop_selection and k in SELECTION_ONLY)}
     plain["model_conf"] = {k: v for k, v in (settings.get("model_conf") or {}).items()
                            if k != "train_only" and k not in drop_model}
+    if drop_selection:
+        plain["encoder_conf"] = {k: v for k, v in (settings.get("encoder_conf") or {}).items()
+                                 if k not in SELECTION_ONLY_ENCODER}
     return json.dumps(plain, sort_keys=True)
+
+
+def is_learned(settings: dict) -> bool:
+    """True for a learned selection's run (its sizes are found in training)."""
+    return settings.get("selection") not in (None, "none")
 
 
 def onejob_key(settings: dict) -> str:
@@ -91,9 +119,32 @@ def onejob_key(settings: dict) -> str:
     return _key(settings, False, ())
 
 
-def alone_key(settings: dict) -> str:
-    """Settings without the seed, the config's name and what ``train_only`` ignores."""
-    return _key(settings, True, SANDWICH_ONLY)
+def alone_key(settings: dict, learned: bool = False) -> str:
+    """Settings without the seed, the config's name and what ``train_only`` ignores (and,
+    for a learned selection's comparison, without the selection)."""
+    return _key(settings, True, SANDWICH_ONLY, learned)
+
+
+def pair_sizes(onejob: Sequence[Run], alone: Dict[str, Dict[int, Run]],
+               criterion: str) -> Dict[str, str]:
+    """One job's size -> alone size: the same name, else the nearest encoder cost (mean
+    over the one job's seeds: a learned size's cost varies a little with the seed)."""
+    index = 0 if criterion == "params" else 1
+
+    def cost(runs: Sequence[Run], size: str) -> float:
+        return mean(r.cost[size][index] for r in runs if size in r.cost)
+
+    alone_cost = {size: cost(list(seeds.values()), size) for size, seeds in alone.items()}
+    alone_cost = {size: c for size, c in alone_cost.items() if c > 0}  # 0: not recorded
+    pairs = {}
+    for size in sorted({s for r in onejob for s in r.cost}, key=size_sort_key):
+        if size in alone:
+            pairs[size] = size
+        elif alone_cost:
+            mine = cost(onejob, size)
+            pairs[size] = min(alone_cost, key=lambda a: (abs(alone_cost[a] - mine),
+                                                         size_sort_key(a)))
+    return pairs
 
 
 def comparisons(results_dir: Path) -> List[Comparison]:
@@ -110,8 +161,10 @@ def comparisons(results_dir: Path) -> List[Comparison]:
         model_conf = onejob[0].settings.get("model_conf") or {}
         if int(model_conf.get("largest_warmup_steps") or 0) >= onejob[0].updates:
             continue  # only the largest size ever trained: not a supernet job
-        key = alone_key(onejob[0].settings)
-        alone = [r for r in runs if r.train_only is not None and alone_key(r.settings) == key]
+        learned = is_learned(onejob[0].settings)
+        key = alone_key(onejob[0].settings, learned)
+        alone = [r for r in runs if r.train_only is not None and not is_learned(r.settings)
+                 and alone_key(r.settings, learned) == key]
         if not alone:
             continue
         title = str(onejob[0].settings.get("config"))
@@ -128,7 +181,12 @@ def comparisons(results_dir: Path) -> List[Comparison]:
         sizes: Dict[str, Dict[int, Run]] = {}
         for r in sorted(alone, key=lambda r: r.name):
             sizes.setdefault(r.train_only, {}).setdefault(r.seed, r)
-        found.append(Comparison(title, by_seed, sizes))
+        if learned:
+            criterion = (onejob[0].settings.get("selection_conf") or {}).get("criterion")
+            pairs = pair_sizes(list(by_seed.values()), sizes, str(criterion))
+        else:
+            pairs = {size: size for size in sizes}
+        found.append(Comparison(title, by_seed, sizes, pairs, learned))
     titles = [c.title for c in found]
     found = [c._replace(title=f"{c.title} ({min(r.name for r in c.onejob.values())})")
              if titles.count(c.title) > 1 else c for c in found]
@@ -160,24 +218,34 @@ def verdict(diffs: Sequence[float]) -> str:
     return "mixed: within seed variation"
 
 
+def _mean_cost(runs, size: str) -> Tuple[float, float]:
+    costs = [r.cost[size] for r in runs if size in r.cost]
+    return (mean(c[0] for c in costs), mean(c[1] for c in costs)) if costs else (0.0, 0.0)
+
+
 def comparison_rows(comp: Comparison) -> List[Dict[str, object]]:
-    """Per size (with an alone run) and test set: ``size, test_set, onejob, alone``
-    (WER lists by seed), ``diff`` (per-seed one job - alone, common seeds)."""
+    """Per size of the one job (with a paired alone size) and test set: ``size,
+    alone_size, test_set, onejob, alone`` (WER lists by seed), ``diff`` (per-seed one job
+    - alone, common seeds), ``cost`` ((params, GFLOPs/s) means of the one job, alone)."""
     rows = []
     test_sets = sorted({t for r in comp.onejob.values() for _, t in r.wer})
-    for size in sorted(comp.alone, key=size_sort_key):
+    for size in sorted(comp.pairs, key=size_sort_key):
+        alone_size = comp.pairs[size]
         for test_set in test_sets:
-            key = (size, test_set)
-            one = {s: r.wer[key] for s, r in comp.onejob.items() if key in r.wer}
-            alone = {s: r.wer[key] for s, r in comp.alone[size].items() if key in r.wer}
+            one = {s: r.wer[size, test_set] for s, r in comp.onejob.items()
+                   if (size, test_set) in r.wer}
+            alone = {s: r.wer[alone_size, test_set] for s, r in comp.alone[alone_size].items()
+                     if (alone_size, test_set) in r.wer}
             if not one or not alone:
                 continue
             common = sorted(set(one) & set(alone))
-            rows.append(dict(size=size, test_set=test_set,
+            rows.append(dict(size=size, alone_size=alone_size, test_set=test_set,
                              onejob=[one[s] for s in sorted(one)],
                              alone=[alone[s] for s in sorted(alone)],
                              diff=[one[s] - alone[s] for s in common],
-                             seeds=(sorted(one), sorted(alone))))
+                             seeds=(sorted(one), sorted(alone)),
+                             cost=(_mean_cost(comp.onejob.values(), size),
+                                   _mean_cost(comp.alone[alone_size].values(), alone_size))))
     return rows
 
 
@@ -195,26 +263,38 @@ def comparison_markdown(comp: Comparison) -> str:
         "| size | test set | one job | alone | difference | verdict | seeds (one job / alone) |",
         "|---|---|---:|---:|---:|---|---|",
     ]
+    if comp.learned:
+        lines[0] += (" The one job learned its sizes; each is compared with the static size "
+                     "trained alone (`model_conf.train_only`, same encoder and updates) of the "
+                     "same name, else of the nearest encoder cost; `size` gives both and the "
+                     "encoder cost (parameters, GFLOPs per second of audio; one job's mean "
+                     "over seeds / alone).")
     for row in comparison_rows(comp):
         one_seeds, alone_seeds = row["seeds"]
         diff = _signed_spread(row["diff"]) if row["diff"] else "-"
-        lines.append(f"| {row['size']} | {row['test_set']} | {_spread(row['onejob'])} "
+        size = row["size"]
+        if comp.learned:
+            (p1, f1), (p2, f2) = row["cost"]
+            size = (f"{size} vs {row['alone_size']} ({p1 / 1e6:.2f}M / {p2 / 1e6:.2f}M, "
+                    f"{f1:.3f} / {f2:.3f})")
+        lines.append(f"| {size} | {row['test_set']} | {_spread(row['onejob'])} "
                      f"| {_spread(row['alone'])} | {diff} | {verdict(row['diff'])} | "
                      f"{','.join(map(str, one_seeds))} / {','.join(map(str, alone_seeds))} |")
     onejob_min = mean(r.train_seconds for r in comp.onejob.values()) / 60
-    sums = [sum(comp.alone[size][s].train_seconds for size in comp.alone) / 60
-            for s in comp.onejob if all(s in seeds for seeds in comp.alone.values())]
+    paired = sorted(set(comp.pairs.values()), key=size_sort_key)
+    sums = [sum(comp.alone[size][s].train_seconds for size in paired) / 60
+            for s in comp.onejob if all(s in comp.alone[size] for size in paired)]
     lines.append("")
     if sums:
         lines.append(
             f"Training time (wall, mean over seeds): one job {onejob_min:.1f} min; the "
-            f"{len(comp.alone)} alone jobs together {mean(sums):.1f} min "
+            f"{len(paired)} alone jobs together {mean(sums):.1f} min "
             f"(one job / sum = {onejob_min / mean(sums):.2f}).")
     else:
         lines.append(f"Training time (wall, mean over seeds): one job {onejob_min:.1f} min; "
                      "no seed has every alone job yet.")
     runs = sorted([r.name for r in comp.onejob.values()] +
-                  [r.name for seeds in comp.alone.values() for r in seeds.values()])
+                  [r.name for size in paired for r in comp.alone[size].values()])
     lines += ["", "Runs (records in `results/`): " + ", ".join(f"`{n}`" for n in runs) + "."]
     return "\n".join(lines) + "\n"
 

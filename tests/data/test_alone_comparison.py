@@ -1,6 +1,7 @@
 """One job vs each size alone: grouping of run records, means / ranges, RESULTS.md sections."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,18 +21,26 @@ SETTINGS = dict(config="conf/demo.yaml", model="supernet", max_epoch=6,
 
 
 def record(results: Path, name: str, seed: int, wer: dict, train_only=None, updates=100,
-           seconds=600.0, decoding="decode_ctc_lm", config=None, model_conf=None):
+           seconds=600.0, decoding="decode_ctc_lm", config=None, model_conf=None,
+           selection=None, cost=None, encoder_conf=None):
     settings = json.loads(json.dumps(SETTINGS))
     settings["seed"] = seed
     settings["config"] = config or settings["config"]
     settings["model_conf"].update(model_conf or {})
     if train_only is not None:
         settings["model_conf"]["train_only"] = train_only
+    if selection is not None:  # a learned selection: (name, selection_conf)
+        settings["selection"], settings["selection_conf"] = selection
+        settings["encoder_conf"] = dict(num_blocks=6, ffn_chunks=4, prune_heads=True)
+    settings["encoder_conf"].update(encoder_conf or {})
     out = results / name
     out.mkdir(parents=True)
     (out / "training.json").write_text(json.dumps(
         dict(settings=settings, updates=updates, train_seconds=seconds)))
-    rows = [dict(size=size, test_set=test_set, wer=w, decoding=decoding, lm=True)
+    cost = cost or {}
+    rows = [dict(size=size, test_set=test_set, wer=w, decoding=decoding, lm=True,
+                 encoder_params=cost.get(size, (0, 0))[0],
+                 encoder_gflops_per_sec=cost.get(size, (0, 0))[1])
             for (size, test_set), w in wer.items()]
     (out / "scores.json").write_text(json.dumps(dict(rows=rows)))
 
@@ -121,3 +130,58 @@ def test_verdict_needs_two_seeds_on_one_side():
     assert verdict([0.5, 2.0, 0.1]) == "alone better in every seed"
     assert verdict([-1.0, 1.0]) == "mixed: within seed variation"
     assert verdict([0.0, 1.0]) == "mixed: within seed variation"
+
+
+STATIC_COST = {"8": (1.4e6, 0.16), "24": (3.4e6, 0.29)}
+
+
+def test_a_learned_selection_is_compared_with_the_static_size_of_nearest_cost(results):
+    # the static alone runs carry their costs; an OrthoSoftmax one job (FLOPs budgets) with
+    # seeds 1 and 2 learns sizes 0.55 and 1.0 whose FLOPs are near 8's and 24's
+    for name in ("alone8_seed1", "alone8_seed2", "alone24_seed1"):
+        shutil.rmtree(results / name)
+    record(results, "alone24_seed1", 1, {("24", "dev"): 42.0}, train_only="24", seconds=700,
+           cost=STATIC_COST)
+    record(results, "alone8_seed1", 1, {("8", "dev"): 50.0}, train_only="8", seconds=300,
+           cost=STATIC_COST)
+    record(results, "alone8_seed2", 2, {("8", "dev"): 54.0}, train_only="8", seconds=500,
+           cost=STATIC_COST)
+    ortho = ("ortho_softmax", dict(criterion="flops", budgets=[0.55, 1.0]))
+    for seed, w_small, f_small in ((1, 57.0, 0.150), (2, 55.0, 0.156)):
+        record(results, f"ortho_seed{seed}", seed, {("0.55", "dev"): w_small,
+                                                    ("1.0", "dev"): 41.0},
+               config="conf/ortho.yaml", selection=ortho, seconds=900,
+               cost={"0.55": (2.0e6, f_small), "1.0": (3.4e6, 0.29)})
+    comps = {c.title: c for c in comparisons(results)}
+    assert sorted(comps) == ["conf/demo.yaml", "conf/ortho.yaml"]
+    comp = comps["conf/ortho.yaml"]
+    assert comp.learned and comp.pairs == {"0.55": "8", "1.0": "24"}
+    rows = {r["size"]: r for r in comparison_rows(comp)}
+    assert rows["0.55"]["alone_size"] == "8" and rows["0.55"]["diff"] == [7.0, 1.0]
+    assert rows["0.55"]["cost"] == ((2.0e6, pytest.approx(0.153)), (1.4e6, 0.16))
+    text = comparison_markdown(comp)
+    assert ("| 0.55 vs 8 (2.00M / 1.40M, 0.153 / 0.160) | dev | 56.0 [55.0, 57.0] | "
+            "52.0 [50.0, 54.0] | +4.0 [+1.0, +7.0] | alone better in every seed |") in text
+    # 24 alone has seed 1 only: seed 1 pairs both sizes, 300 + 700 s against 900 s
+    assert "one job 15.0 min; the 2 alone jobs together 16.7 min" in text
+    # a params-aware selection pairs by parameters: 3.0M is nearest 24's 3.4M, although its
+    # 0.16 GFLOPs/s equal size 8's
+    ortho_params = ("ortho_softmax", dict(criterion="params"))
+    record(results, "orthop_seed1", 1, {("0.55", "dev"): 50.0}, config="conf/op.yaml",
+           selection=ortho_params, cost={"0.55": (3.0e6, 0.16)})
+    comp = {c.title: c for c in comparisons(results)}["conf/op.yaml"]
+    assert comp.pairs == {"0.55": "24"}
+
+
+def test_a_learned_size_with_a_static_name_is_paired_by_name(results):
+    record(results, "topk_seed1", 1, {("8", "dev"): 61.0, ("24", "dev"): 40.5},
+           config="conf/topk.yaml", selection=("simple_topk", {}),
+           cost={"8": (3.3e6, 0.28), "24": (3.4e6, 0.29)})
+    comp = {c.title: c for c in comparisons(results)}["conf/topk.yaml"]
+    assert comp.pairs == {"8": "8", "24": "24"}  # module counts, whatever their cost
+
+
+def test_a_learned_selection_needs_the_same_encoder(results):
+    record(results, "wide_seed1", 1, {("0.55", "dev"): 50.0}, config="conf/w.yaml",
+           selection=("ortho_softmax", {}), encoder_conf=dict(output_size=512))
+    assert "conf/w.yaml" not in {c.title for c in comparisons(results)}

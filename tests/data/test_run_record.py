@@ -39,6 +39,17 @@ def test_training_record_sums_the_epochs_and_keeps_the_last_validation(tmp_path)
     assert rec["valid"] == {"loss_4": 5.5, "cer_ctc_8": 0.25}
     assert rec["settings"]["seed"] == 3 and rec["settings"]["encoder_conf"] == {
         "num_blocks": 2, "subnet_sizes": [4, 8]}
+    assert "selection_conf" not in rec["settings"]  # a static config has none
+
+
+def test_a_learned_selection_records_its_selection_conf(tmp_path):
+    exp = _fake_exp(tmp_path)
+    config = exp / "config.yaml"
+    config.write_text(config.read_text() + "selection: ortho_softmax\n"
+                      "selection_conf: {criterion: params, budgets: [0.5, 1.0]}\n")
+    settings = training_record(exp)["settings"]
+    assert settings["selection"] == "ortho_softmax"
+    assert settings["selection_conf"] == {"criterion": "params", "budgets": [0.5, 1.0]}
 
 
 def test_publish_writes_the_records_and_scores_from_the_hypotheses(tmp_path):
