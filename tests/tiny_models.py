@@ -70,6 +70,8 @@ def make_task_supernet(tmp_path: Path, config_updates=None, **encoder_conf):
     model = SupernetASRTask.build_model(args).eval()
     with torch.no_grad():
         for layer in model.encoder.encoders:
+            if layer.conv_module is None:  # use_cnn_module: false
+                continue
             norm = layer.conv_module.norm
             norm.slot_running_mean.normal_()
             norm.slot_running_var.uniform_(0.5, 2.0)

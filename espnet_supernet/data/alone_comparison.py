@@ -111,7 +111,7 @@ def _key(settings: dict, drop_config: bool, drop_model: Sequence[str],
 
 def is_learned(settings: dict) -> bool:
     """True for a learned selection's run (its sizes are found in training)."""
-    return settings.get("selection") not in (None, "none")
+    return settings.get("selection") not in (None, "none", "static")
 
 
 def onejob_key(settings: dict) -> str:

@@ -72,6 +72,7 @@ def unexplained_argmax_flip(model_a: torch.nn.Module, model_b: torch.nn.Module,
     logp = []
     for model in (model_a, model_b):
         enc, enc_lens = model.encode(speech, lengths)
+        enc = enc[0] if isinstance(enc, tuple) else enc  # intermediate CTC outputs dropped
         logp.append(model.ctc.log_softmax(enc)[0, : int(enc_lens[0])])
     if logp[0].shape != logp[1].shape:
         return f"output lengths {tuple(logp[0].shape)} vs {tuple(logp[1].shape)}"

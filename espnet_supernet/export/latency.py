@@ -52,6 +52,7 @@ def measure_latency_ms(model: torch.nn.Module, seconds: float = 10.0, threads: i
         for i in range(warmup + repeats):
             start = time.perf_counter()
             enc, _ = model.encode(speech, lengths)
+            enc = enc[0] if isinstance(enc, tuple) else enc  # intermediate CTC dropped
             model.ctc.argmax(enc)
             if i >= warmup:
                 times.append(time.perf_counter() - start)

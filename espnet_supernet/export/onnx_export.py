@@ -198,8 +198,9 @@ class OnnxEncoderCtc(torch.nn.Module):
         self.frame_mask.valid = masks
         for layer in self.encoder.encoders:
             if self.pruned:
-                x = gated_block_forward(layer, x, pos_emb, masks, (1, 1, 1, 1),
-                                        self.encoder.normalize_before)
+                kinds = self.encoder.kinds
+                x = gated_block_forward(layer, x, pos_emb, masks, (1,) * len(kinds),
+                                        self.encoder.normalize_before, kinds=kinds)
             else:
                 out, _ = layer((x, pos_emb) if pos_emb is not None else x, masks)
                 x = out[0] if isinstance(out, tuple) else out

@@ -23,7 +23,6 @@ from typing import Dict, List, Optional
 import torch
 from espnet2.asr.espnet_model import ESPnetASRModel
 
-from espnet_supernet.nets.subnet_space import MODULE_TYPES
 from espnet_supernet.nets.switchable_linear import SwitchableLinear
 from espnet_supernet.nets.unit_gates import UnitSlice, is_skipped
 from espnet_supernet.nets.vgg_subsampling import VGG4Subsampling
@@ -33,9 +32,9 @@ SUPERNET_ENCODER_KEYS = ("subnet_sizes", "subnet_masks", "subnet_rule", "subnet_
                          "bn_stats", "ffn_chunks", "prune_heads", "adaptive_ffn_dropout")
 STOCK_MODEL_KEYS = tuple(inspect.signature(ESPnetASRModel.__init__).parameters)
 SUPERNET_CONFIG_KEYS = ("selection", "selection_conf", "sparsity", "sparsity_conf")
-_MODULE_OF_ATTR = {"feed_forward_macaron": 0, "norm_ff_macaron": 0, "self_attn": 1,
-                   "norm_mha": 1, "conv_module": 2, "norm_conv": 2, "feed_forward": 3,
-                   "norm_ff": 3}
+_MODULE_OF_ATTR = {"feed_forward_macaron": "ffn_macaron", "norm_ff_macaron": "ffn_macaron",
+                   "self_attn": "mhsa", "norm_mha": "mhsa", "conv_module": "conv",
+                   "norm_conv": "conv", "feed_forward": "ffn", "norm_ff": "ffn"}
 _ROWS = re.compile(r"(w_1\.(weight|bias)|linear_[qkv]\.(weight|bias)|linear_pos\.weight)$")
 _COLUMNS = re.compile(r"(w_2|linear_out)\.weight$")
 _HEADS = re.compile(r"pos_bias_[uv]$")
@@ -50,7 +49,7 @@ class SubnetExport:
         encoder: ``"conformer"`` (stock ESPnet) or ``"pruned_conformer"``.
         kept_blocks: supernet block index of each exported block.
         blocks: per exported block, kept size of each module (FFN hidden units, heads,
-            conv 1/0; 0 = removed), keys as ``MODULE_TYPES``.
+            conv 1/0; 0 = removed), keys as the supernet's ``layout.kinds``.
         config: the exported model's training config (``config.yaml`` contents).
         state_dict: its weights (keys of the exported model).
         num_params: parameters of the exported model (buffers not counted).
@@ -69,12 +68,12 @@ def block_specs(model: SupernetASRModel) -> List[Optional[Dict[str, int]]]:
     """Kept size of each module of every block under the active subnet (None: block
     skipped entirely)."""
     encoder, full = model.encoder, block_specs_full(model)
-    gates = encoder.gates(encoder.active_mask)
+    gates, kinds = encoder.gates(encoder.active_mask), encoder.layout.kinds
     specs: List[Optional[Dict[str, int]]] = []
     for b in range(len(encoder.encoders)):
         spec = {}
-        for kind, key in enumerate(MODULE_TYPES):
-            gate = gates[len(MODULE_TYPES) * b + kind]
+        for kind, key in enumerate(kinds):
+            gate = gates[len(kinds) * b + kind]
             if isinstance(gate, UnitSlice):
                 spec[key] = len(gate.units) if key == "mhsa" else len(gate.rows)
             else:
@@ -83,13 +82,32 @@ def block_specs(model: SupernetASRModel) -> List[Optional[Dict[str, int]]]:
     return specs
 
 
+def exported_interctc(layers: List[int], kept_blocks: List[int]) -> List[int]:
+    """Intermediate CTC layers of the supernet renumbered for the exported blocks: layer i
+    reads after the last kept block at or before it (``conformer_blocks.interctc_feeds``),
+    which is the exported block of that rank; layers the subnet does not compute go."""
+    out = []
+    for i in layers:
+        rank = sum(1 for b in kept_blocks if b + 1 <= i)
+        if 0 < rank < len(kept_blocks) and rank not in out:
+            out.append(rank)
+    return out
+
+
 def exported_config(train_config: dict, kept_blocks: List[int],
                     blocks: List[Dict[str, int]], whole_blocks: bool) -> dict:
     """The exported model's config: stock ``espnet`` model, stock or pruned encoder."""
     config = copy.deepcopy(train_config)
     encoder_conf = {k: v for k, v in config["encoder_conf"].items()
                     if k not in SUPERNET_ENCODER_KEYS}
-    encoder_conf.update(macaron_style=True, use_cnn_module=True)  # supernet defaults
+    for key in ("macaron_style", "use_cnn_module"):  # the supernet's defaults: true
+        encoder_conf.setdefault(key, True)
+    if encoder_conf.get("interctc_layer_idx"):
+        encoder_conf["interctc_layer_idx"] = exported_interctc(
+            list(encoder_conf["interctc_layer_idx"]), kept_blocks)
+    if isinstance(encoder_conf.get("stochastic_depth_rate"), list):  # per supernet block
+        encoder_conf["stochastic_depth_rate"] = [
+            encoder_conf["stochastic_depth_rate"][b] for b in kept_blocks]
     if whole_blocks:
         config["encoder"] = "conformer"
         encoder_conf["num_blocks"] = len(kept_blocks)
@@ -155,10 +173,18 @@ def export_subnet(model: SupernetASRModel, train_config: dict, name: str,
 
 def block_specs_full(model: SupernetASRModel) -> Dict[str, int]:
     """Module sizes of a complete block of the supernet."""
-    layer = model.encoder.encoders[0]
-    return {"ffn_macaron": layer.feed_forward_macaron.w_1.out_features,
-            "mhsa": layer.self_attn.h, "conv": 1,
-            "ffn": layer.feed_forward.w_1.out_features}
+    layer, kinds = model.encoder.encoders[0], model.encoder.layout.kinds
+    sizes = {"mhsa": layer.self_attn.h, "conv": 1}
+    for kind, attr in (("ffn_macaron", "feed_forward_macaron"), ("ffn", "feed_forward")):
+        if kind in kinds:
+            sizes[kind] = _hidden_units(getattr(layer, attr))
+    return {kind: sizes[kind] for kind in kinds}
+
+
+def _hidden_units(ff: torch.nn.Module) -> int:
+    """Hidden units of an ESPnet position-wise FFN (linear, conv1d or conv1d-linear)."""
+    w_1 = ff.w_1
+    return w_1.out_features if isinstance(w_1, torch.nn.Linear) else w_1.out_channels
 
 
 def _subnet_state(model: SupernetASRModel, target: Dict[str, torch.Tensor],
@@ -167,7 +193,7 @@ def _subnet_state(model: SupernetASRModel, target: Dict[str, torch.Tensor],
     active subnet: renumbered blocks, sliced units, the subnet's BN statistics and CTC
     head."""
     encoder, source = model.encoder, model.state_dict()
-    gates = encoder.gates(encoder.active_mask)
+    gates, kinds = encoder.gates(encoder.active_mask), encoder.layout.kinds
     state = {}
     for key in target:
         match = re.match(r"encoder\.encoders\.(\d+)\.([^.]+)\.?(.*)$", key)
@@ -176,12 +202,13 @@ def _subnet_state(model: SupernetASRModel, target: Dict[str, torch.Tensor],
             attr, rest = match.group(2), match.group(3)
             src_key = f"encoder.encoders.{b}.{attr}" + (f".{rest}" if rest else "")
             value = source[src_key]
-            norm = encoder.encoders[b].conv_module.norm
             if attr == "conv_module" and rest in ("norm.running_mean", "norm.running_var"):
+                norm = encoder.encoders[b].conv_module.norm
                 mean, var = norm.slot_statistics(norm.active_slot)
                 value = mean if rest.endswith("mean") else var
-            gate = gates[len(MODULE_TYPES) * b + _MODULE_OF_ATTR.get(attr, 0)]
-            if attr in _MODULE_OF_ATTR and isinstance(gate, UnitSlice):
+            gate = (gates[len(kinds) * b + kinds.index(_MODULE_OF_ATTR[attr])]
+                    if attr in _MODULE_OF_ATTR else None)
+            if isinstance(gate, UnitSlice):
                 value = _slice(value, rest, gate)
         elif key.startswith("ctc.ctc_lo.") and isinstance(model.ctc.ctc_lo, SwitchableLinear):
             value = getattr(model.ctc.ctc_lo.active_head(), key.rsplit(".", 1)[1])

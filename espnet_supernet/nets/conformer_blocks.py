@@ -1,12 +1,12 @@
 """Running Conformer blocks with gated modules: the forward shared by the supernet
 encoder and the pruned encoders exported from it.
 
-A block is ESPnet's ``EncoderLayer`` (macaron FFN, MHSA, conv, FFN, final LayerNorm);
-each module has a gate (see :mod:`espnet_supernet.nets.unit_gates`). A module whose gate is
+A block is ESPnet's ``EncoderLayer`` (macaron FFN, MHSA, conv, FFN, final LayerNorm, or
+the subset its config has); each module has a gate (see :mod:`espnet_supernet.nets.unit_gates`). A module whose gate is
 a hard zero (or that an exported encoder no longer has) is never called.
 """
 
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from espnet_supernet.nets.chunked_subsampling import can_chunk, chunked_subsampl
 from espnet_supernet.nets.elastic_attention import elastic_self_attention
 from espnet_supernet.nets.elastic_feed_forward import elastic_feed_forward
 from espnet_supernet.nets.inference_cache import inference_cached
+from espnet_supernet.nets.subnet_space import MODULE_ATTRS, MODULE_TYPES
 from espnet_supernet.nets.switchable_batch_norm import SwitchableBatchNorm1d
 from espnet_supernet.nets.vgg_subsampling import VGG4Subsampling
 from espnet_supernet.nets.unit_gates import Gate, UnitSlice, is_skipped
@@ -171,42 +172,50 @@ def gated_block_forward(
     gates: Sequence[Gate],
     normalize_before: bool = True,
     adaptive_ffn_dropout: bool = True,
+    kinds: Sequence[str] = MODULE_TYPES,
 ) -> torch.Tensor:
     """One Conformer block (ESPnet ``EncoderLayer`` weights) with gated modules.
 
-    Module j computes ``x <- x + c_j * z_j * f_j(x)`` (c = ``ff_scale`` for the FFNs).
-    The final LayerNorm stays whenever a module of the block runs; a block whose four
-    gates are all hard zeros is skipped entirely (identity, no compute), so a subnet of
-    whole blocks is exactly a shallower stock Conformer.
+    Module j computes ``x <- x + c * z_j * f_j(x)`` (c = ``ff_scale`` for the FFNs, times
+    ESPnet's stochastic-depth ``1 / (1 - p)`` in training). The block's final LayerNorm
+    (which ESPnet's block has only with a conv module) stays whenever a module of the
+    block runs; a block whose gates are all hard zeros is skipped entirely (identity, no
+    compute), so a subnet of whole blocks is exactly a shallower stock Conformer. In
+    training a block with ``stochastic_depth_rate`` p > 0 is skipped with probability p,
+    drawn as ESPnet's ``EncoderLayer`` draws it.
 
     Args:
         layer: the block; a module it lacks (removed by an export) counts as skipped.
         x: (B, T, D).
         pos_emb: relative positional embedding, or None.
         masks: (B, 1, T) non-padding mask.
-        gates: 4 gates, block order (macaron FFN, MHSA, conv, FFN).
+        gates: a gate per module of ``kinds``.
         normalize_before: pre-norm (ESPnet's default) or post-norm residuals.
         adaptive_ffn_dropout: FFN hidden dropout scaled by the kept chunk fraction.
+        kinds: the block's modules in order (``subnet_space.block_kinds``).
 
     Returns:
         (B, T, D).
     """
     if all(is_skipped(g) for g in gates):
         return x
-    modules = (
-        (getattr(layer, "norm_ff_macaron", None), getattr(layer, "feed_forward_macaron", None),
-         layer.ff_scale),
-        (getattr(layer, "norm_mha", None), getattr(layer, "self_attn", None), 1.0),
-        (getattr(layer, "norm_conv", None), getattr(layer, "conv_module", None), 1.0),
-        (getattr(layer, "norm_ff", None), getattr(layer, "feed_forward", None), layer.ff_scale),
-    )
-    for kind, ((norm, module, scale), gate) in enumerate(zip(modules, gates)):
+    depth_scale = 1.0
+    rate = getattr(layer, "stochastic_depth_rate", 0.0)
+    if layer.training and rate > 0:
+        if torch.rand(1).item() < rate:
+            return x
+        depth_scale = 1.0 / (1 - rate)
+    for kind, gate in zip(kinds, gates):
+        module_name, norm_name = MODULE_ATTRS[kind]
+        module = getattr(layer, module_name, None)
         if module is None or is_skipped(gate):
             continue
+        norm = getattr(layer, norm_name)
+        scale = depth_scale * (layer.ff_scale if kind in ("ffn", "ffn_macaron") else 1.0)
         h = norm(x) if normalize_before else x
-        if kind == 1:
+        if kind == "mhsa":
             h = elastic_self_attention(module, h, pos_emb, masks, gate)
-        elif kind == 2:
+        elif kind == "conv":
             h = convolution_forward(module, h)
         else:
             h = elastic_feed_forward(module, h, gate, adaptive_ffn_dropout)
@@ -224,7 +233,20 @@ def gated_block_forward(
             x = torch.add(x, h, alpha=scale)
         if not normalize_before:
             x = norm(x)
-    return layer.norm_final(x)
+    norm_final = getattr(layer, "norm_final", None)
+    return x if norm_final is None else norm_final(x)
+
+
+def interctc_feeds(block_gates: Sequence[Sequence[Gate]],
+                   interctc_layer_idx: Sequence[int]) -> List[int]:
+    """The intermediate CTC layers (1-based block numbers of the full encoder) that a
+    subnet computes: layer i reads the hidden state after block i, which in a subnet is
+    the output of its last kept block at or before i (skipped blocks are identities).
+    A layer is used when the subnet keeps a block at or before it (else it would read the
+    front end) and one after it (else it would read the final output)."""
+    kept = [i for i, gates in enumerate(block_gates, 1)
+            if not all(is_skipped(g) for g in gates)]
+    return [i for i in interctc_layer_idx if kept and kept[0] <= i < kept[-1]]
 
 
 def encoder_blocks_forward(
@@ -232,22 +254,51 @@ def encoder_blocks_forward(
     front: FrontendOutput,
     block_gates: Sequence[Sequence[Gate]],
     adaptive_ffn_dropout: bool = True,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+    kinds: Sequence[str] = MODULE_TYPES,
+    ctc: Optional[torch.nn.Module] = None,
+) -> Tuple[torch.Tensor, torch.Tensor, List[Tuple[int, torch.Tensor]]]:
     """Every block of a Conformer encoder, then its final LayerNorm (pre-norm).
 
+    ESPnet's ``layer_drop_rate`` (``encoder.encoders``, a ``MultiSequential``) skips each
+    block with that probability in training, and the encoder's ``interctc_layer_idx``
+    gives intermediate outputs (normalised by ``after_norm`` as stock ESPnet), on the
+    layers :func:`interctc_feeds` says; with ``interctc_use_conditioning`` each adds
+    ``conditioning_layer(ctc.softmax(out))`` to the hidden state (ESPnet's
+    self-conditioned CTC).
+
     Args:
-        encoder: the encoder (its ``encoders``, ``normalize_before``, ``after_norm``).
+        encoder: the encoder (its ``encoders``, ``normalize_before``, ``after_norm``,
+            ``interctc_layer_idx``, ``interctc_use_conditioning``, ``conditioning_layer``).
         front: output of :func:`frontend_forward`.
-        block_gates: per block, the 4 gates of :func:`gated_block_forward`.
+        block_gates: per block, the gates of :func:`gated_block_forward`.
         adaptive_ffn_dropout: as in :func:`gated_block_forward`.
+        kinds: the blocks' modules (as in :func:`gated_block_forward`).
+        ctc: the model's CTC (needed with ``interctc_use_conditioning``).
 
     Returns:
-        output (B, T', D) and its lengths (B,).
+        output (B, T', D), its lengths (B,), and the intermediate outputs
+        ``[(layer, (B, T', D))]`` (empty without ``interctc_layer_idx``).
     """
     xs = front.xs
-    for layer, gates in zip(encoder.encoders, block_gates):
-        xs = gated_block_forward(layer, xs, front.pos_emb, front.masks, gates,
-                                 encoder.normalize_before, adaptive_ffn_dropout)
+    layers = getattr(encoder, "interctc_layer_idx", None) or []
+    feeds = set(interctc_feeds(block_gates, layers)) if layers else set()
+    conditioning = bool(feeds) and getattr(encoder, "interctc_use_conditioning", False)
+    if conditioning and ctc is None:
+        raise ValueError("interctc_use_conditioning needs the model's CTC: call the "
+                         "encoder with ctc=model.ctc (as ESPnetASRModel.encode does)")
+    drop_rate = getattr(encoder.encoders, "layer_drop_rate", 0.0)
+    drop = (torch.empty(len(encoder.encoders)).uniform_() < drop_rate
+            if encoder.training and drop_rate > 0 else None)
+    intermediate = []
+    for i, (layer, gates) in enumerate(zip(encoder.encoders, block_gates)):
+        if drop is None or not bool(drop[i]):
+            xs = gated_block_forward(layer, xs, front.pos_emb, front.masks, gates,
+                                     encoder.normalize_before, adaptive_ffn_dropout, kinds)
+        if i + 1 in feeds:
+            out = encoder.after_norm(xs) if encoder.normalize_before else xs
+            intermediate.append((i + 1, out))
+            if conditioning:
+                xs = xs + encoder.conditioning_layer(ctc.softmax(out))
     if encoder.normalize_before:
         xs = encoder.after_norm(xs)
-    return xs, front.masks.squeeze(1).sum(1)
+    return xs, front.masks.squeeze(1).sum(1), intermediate

@@ -26,7 +26,9 @@ def elastic_feed_forward(
     """ESPnet's ``PositionwiseFeedForward`` on (B, T, D) with chunk gates.
 
     Args:
-        ff: the module (its weights are shared by every subnet).
+        ff: the module (its weights are shared by every subnet); ESPnet's
+            ``MultiLayeredConv1d`` / ``Conv1dLinear`` (``positionwise_layer_type: conv1d``
+            / ``conv1d-linear``) run whole, as their own forward.
         x: input (B, T, D).
         gate: a :class:`UnitSlice` (sliced computation), a 1-d tensor of chunk weights
             (full computation, hidden chunk ``u`` scaled by ``gate[u]``) or anything else
@@ -37,6 +39,11 @@ def elastic_feed_forward(
     Returns:
         (B, T, D).
     """
+    if not isinstance(ff, PositionwiseFeedForward):  # conv1d / conv1d-linear: whole only
+        if isinstance(gate, UnitSlice) or (isinstance(gate, torch.Tensor) and gate.dim() == 1):
+            raise ValueError(f"{type(ff).__name__} cannot keep some hidden chunks: "
+                             "ffn_chunks > 1 needs positionwise_layer_type: linear")
+        return ff(x)
     p = ff.dropout.p
     if isinstance(gate, UnitSlice):
         w_1, b_1, w_2 = ff.w_1.weight, ff.w_1.bias, ff.w_2.weight

@@ -8,7 +8,7 @@ and compute are the subnet's. Parameter names are ESPnet's (``encoders.N.feed_fo
 minus the removed modules (which the blocks no longer have as attributes).
 """
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
@@ -18,20 +18,12 @@ from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
 )
 
 from espnet_supernet.nets.conformer_blocks import encoder_blocks_forward, frontend_forward
-from espnet_supernet.nets.subnet_space import MODULE_TYPES
+from espnet_supernet.nets.subnet_space import MODULE_ATTRS, block_kinds
 from espnet_supernet.nets.vgg_subsampling import (
     DEFAULT_VGG_CHANNELS,
     VGG_INPUT_LAYERS,
     install_vgg_frontend,
 )
-
-BLOCK_KEYS = MODULE_TYPES  # ffn_macaron, mhsa, conv, ffn
-_MODULE_ATTRS = {  # block key -> (module attribute, its LayerNorm)
-    "ffn_macaron": ("feed_forward_macaron", "norm_ff_macaron"),
-    "mhsa": ("self_attn", "norm_mha"),
-    "conv": ("conv_module", "norm_conv"),
-    "ffn": ("feed_forward", "norm_ff"),
-}
 
 
 def _shrink_attention(att: torch.nn.Module, heads: int) -> None:
@@ -52,29 +44,33 @@ class PrunedConformerEncoder(ConformerEncoder):
 
     Args:
         input_size: feature dimension.
-        blocks: one dict per block with the keys ``ffn_macaron``, ``mhsa``, ``conv``,
-            ``ffn``: hidden units of each FFN, heads of the attention (1 .. heads of
-            ``attention_heads``), 1/0 for the conv module; 0 removes a module.
+        blocks: one dict per block with a key per module of the block
+            (``subnet_space.block_kinds`` of ``macaron_style`` and ``use_cnn_module``:
+            ``ffn_macaron``, ``mhsa``, ``conv``, ``ffn``): hidden units of each FFN, heads
+            of the attention (1 .. ``attention_heads``), 1/0 for the conv module; 0 removes
+            a module.
         **conformer_conf: every other argument of ESPnet's ``ConformerEncoder``
-            (``num_blocks`` is ``len(blocks)``; macaron FFNs and conv modules are on),
-            and the supernet's ``input_layer: vgg4`` with ``vgg_channels`` and
-            ``vgg_activation`` (see ``vgg_subsampling``).
+            (``num_blocks`` is ``len(blocks)``), and the supernet's ``input_layer: vgg4``
+            with ``vgg_channels`` and ``vgg_activation`` (see ``vgg_subsampling``).
     """
 
     def __init__(self, input_size: int, blocks: List[Dict[str, int]],
                  **conformer_conf: Any):
         if not blocks:
             raise ValueError("pruned_conformer needs at least one block")
+        kinds = block_kinds(conformer_conf.get("macaron_style", False),
+                            conformer_conf.get("use_cnn_module", True))
         for i, spec in enumerate(blocks):
-            if sorted(spec) != sorted(BLOCK_KEYS) or not any(spec.values()):
+            if sorted(spec) != sorted(kinds) or not any(spec.values()):
                 raise ValueError(
-                    f"block {i} of pruned_conformer must give {', '.join(BLOCK_KEYS)} with "
+                    f"block {i} of pruned_conformer must give {', '.join(kinds)} with "
                     f"at least one module kept, got {spec}"
                 )
         if conformer_conf.get("num_blocks", len(blocks)) != len(blocks):
             raise ValueError(f"num_blocks={conformer_conf['num_blocks']} but "
                              f"{len(blocks)} blocks are given")
-        conformer_conf.update(num_blocks=len(blocks), macaron_style=True, use_cnn_module=True)
+        conformer_conf["num_blocks"] = len(blocks)
+        self_kinds = kinds
         vgg = dict(channels=conformer_conf.pop("vgg_channels", DEFAULT_VGG_CHANNELS),
                    activation=conformer_conf.pop("vgg_activation", "relu"))
         use_vgg = conformer_conf.get("input_layer") in VGG_INPUT_LAYERS
@@ -85,9 +81,11 @@ class PrunedConformerEncoder(ConformerEncoder):
             install_vgg_frontend(self, input_size, conformer_conf.get("output_size", 256),
                                  **vgg)
         self.blocks = [dict(spec) for spec in blocks]
+        self.kinds = self_kinds
         heads = conformer_conf.get("attention_heads", 4)
         for layer, spec in zip(self.encoders, self.blocks):
-            for key, (module_name, norm_name) in _MODULE_ATTRS.items():
+            for key in self.kinds:
+                module_name, norm_name = MODULE_ATTRS[key]
                 size, module = spec[key], getattr(layer, module_name)
                 if size == 0:  # removed, not None: a strict load then rejects its keys
                     delattr(layer, module_name)
@@ -96,7 +94,8 @@ class PrunedConformerEncoder(ConformerEncoder):
                     if not 0 < size <= heads:
                         raise ValueError(f"mhsa must keep 1..{heads} heads, got {size}")
                     _shrink_attention(module, size)
-                elif key in ("ffn", "ffn_macaron") and size != module.w_1.out_features:
+                elif key in ("ffn", "ffn_macaron") and isinstance(
+                        module, PositionwiseFeedForward) and size != module.w_1.out_features:
                     setattr(layer, module_name, PositionwiseFeedForward(
                         module.w_1.in_features, size, module.dropout.p, module.activation))
 
@@ -108,10 +107,12 @@ class PrunedConformerEncoder(ConformerEncoder):
         masks: Optional[torch.Tensor] = None,
         ctc: Optional[torch.nn.Module] = None,
         return_all_hs: bool = False,
-    ) -> Tuple[torch.Tensor, torch.Tensor, None]:
-        """Encode (B, L, input_size) features of lengths (B,) -> (B, T', D), (B,), None."""
+    ) -> Tuple[Union[torch.Tensor, Tuple[torch.Tensor, list]], torch.Tensor, None]:
+        """Encode (B, L, input_size) features of lengths (B,) -> (B, T', D) (with
+        ``interctc_layer_idx``, as stock: and the intermediate outputs), (B,), None."""
         if masks is not None or return_all_hs:
             raise NotImplementedError("pruned_conformer computes masks from ilens itself")
-        xs, olens = encoder_blocks_forward(self, frontend_forward(self, xs_pad, ilens),
-                                           [(1, 1, 1, 1)] * len(self.encoders))
-        return xs, olens, None
+        xs, olens, intermediate = encoder_blocks_forward(
+            self, frontend_forward(self, xs_pad, ilens),
+            [(1,) * len(self.kinds)] * len(self.encoders), kinds=self.kinds, ctc=ctc)
+        return ((xs, intermediate) if intermediate else xs), olens, None

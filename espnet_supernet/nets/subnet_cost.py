@@ -13,7 +13,7 @@ Conventions
   element-wise ops are not counted), for one utterance of ``seconds`` of audio (100
   feature frames per second, batch 1), divided by ``seconds``: FLOPs per second of audio.
   T is the number of frames after subsampling. Per frame and per module:
-  FFN chunk of u hidden units ``4 d u``; a head of width d_k ``8 d d_k`` (q, k, v, out)
+  FFN chunk of u hidden units ``4 d u`` (a conv1d FFN: 2 x its weights' size); a head of width d_k ``8 d d_k`` (q, k, v, out)
   plus ``4 T d_k`` for the scores and the weighted sum (the T^2 terms of the utterance,
   divided by T), plus with relative positions ``2 P d d_k / T`` (position projection)
   and ``2 P d_k`` (position scores), P = 2T - 1; conv module ``2 d (3 d + K)``. The front
@@ -29,7 +29,7 @@ import torch
 from espnet.nets.pytorch_backend.transformer.attention import RelPositionMultiHeadedAttention
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from espnet_supernet.nets.subnet_space import MODULE_TYPES, UnitLayout
+from espnet_supernet.nets.subnet_space import MODULE_ATTRS, UnitLayout
 
 CRITERIA = ("params", "flops")
 
@@ -69,7 +69,7 @@ class CostTable(NamedTuple):
         )
 
     def _units(self, module: int) -> int:
-        return self.layout.per_module[module % len(MODULE_TYPES)]
+        return self.layout.units_of(module)
 
     def subnet(self, mask: Sequence[int]) -> float:
         """Exact cost of a subnet given as a module (M) or unit (N) mask."""
@@ -81,7 +81,7 @@ class CostTable(NamedTuple):
             kept = sum(units[a:b])
             if kept:
                 cost += module.overhead + module.per_unit * kept
-                blocks.add(j // len(MODULE_TYPES))
+                blocks.add(j // self.layout.per_block)
         return cost + self.block_overhead * len(blocks)
 
     def unit_costs(self) -> List[float]:
@@ -112,26 +112,21 @@ def params_table(encoder: torch.nn.Module) -> CostTable:
     layout: UnitLayout = encoder.layout
     modules: List[ModuleCost] = []
     for layer in encoder.encoders:
-        parts = (
-            (layer.feed_forward_macaron, layer.norm_ff_macaron),
-            (layer.self_attn, layer.norm_mha),
-            (layer.conv_module, layer.norm_conv),
-            (layer.feed_forward, layer.norm_ff),
-        )
-        for kind, (module, norm) in enumerate(parts):
+        for kind, units in zip(layout.kinds, layout.per_module):
+            module, norm = (getattr(layer, a) for a in MODULE_ATTRS[kind])
             total = _numel(module) + _numel(norm)
-            units = layout.per_module[kind]
             if units == 1:
                 modules.append(ModuleCost(0, total))
                 continue
-            if MODULE_TYPES[kind] == "mhsa":
+            if kind == "mhsa":
                 per_unit = _head_params(module)
             else:
                 per_unit = module.w_1.out_features // units * (2 * module.w_1.in_features + 1)
             modules.append(ModuleCost(total - units * per_unit, per_unit))
-    block = _numel(encoder.encoders[0].norm_final)
+    norm_final = getattr(encoder.encoders[0], "norm_final", None)  # only with a conv module
+    block = 0 if norm_final is None else _numel(norm_final)
     fixed = _numel(encoder) - block * layout.num_blocks - sum(
-        m.overhead + m.per_unit * layout.per_module[j % 4] for j, m in enumerate(modules))
+        m.overhead + m.per_unit * layout.units_of(j) for j, m in enumerate(modules))
     return CostTable(fixed, modules, layout, block)
 
 
@@ -149,19 +144,24 @@ def flops_table(encoder: torch.nn.Module, seconds: float = 10.0) -> CostTable:
         front = encoder.forward_frontend(xs, torch.tensor([frames], device=param.device))
     encoder.train(was_training)
     T = front.xs.size(1)
-    att = encoder.encoders[0].self_attn
-    conv = encoder.encoders[0].conv_module
+    layer = encoder.encoders[0]
+    att = layer.self_attn
     d, d_k, heads = att.linear_q.in_features, att.d_k, att.h
     head = 8 * T * d * d_k + 4 * T * T * d_k
     if isinstance(att, RelPositionMultiHeadedAttention):
         pos = front.pos_emb.size(1)
         head += 2 * pos * d * d_k + 2 * T * pos * d_k
-    ffn_hidden = encoder.encoders[0].feed_forward.w_1.out_features
-    kernel = conv.depthwise_conv.kernel_size[0]
-    whole = (4 * T * d * ffn_hidden, head * heads, 2 * T * d * (3 * d + kernel),
-             4 * T * d * ffn_hidden)
-    modules = [ModuleCost(0, whole[kind] / layout.per_module[kind] / seconds)
-               for _ in range(layout.num_blocks) for kind in range(len(MODULE_TYPES))]
+    whole = {"mhsa": head * heads}
+    if layer.conv_module is not None:
+        kernel = layer.conv_module.depthwise_conv.kernel_size[0]
+        whole["conv"] = 2 * T * d * (3 * d + kernel)
+    for kind in ("ffn_macaron", "ffn"):
+        ff = getattr(layer, MODULE_ATTRS[kind][0])
+        if ff is not None:  # linear or conv1d (same-length, "same" padding): 2 x weights
+            whole[kind] = 2 * T * (ff.w_1.weight.numel() + ff.w_2.weight.numel())
+    modules = [ModuleCost(0, whole[kind] / units / seconds)
+               for _ in range(layout.num_blocks)
+               for kind, units in zip(layout.kinds, layout.per_module)]
     return CostTable(counter.get_total_flops() / seconds, modules, layout)
 
 

@@ -1,9 +1,12 @@
 """Named subnets of a block-structured supernet: masks over prunable modules and units.
 
-A Conformer supernet with ``num_blocks`` blocks has ``M = 4 * num_blocks`` prunable
-modules, ordered block by block as (macaron FFN, MHSA, conv, FFN). A subnet is a 0/1 mask
-of length M; a named size (e.g. ``"16"``) maps to one mask. This module builds and checks
-those masks; learned selection methods fill them later through the same table.
+A Conformer supernet with ``num_blocks`` blocks has ``M = K * num_blocks`` prunable
+modules, ordered block by block as the block's modules run: (macaron FFN, MHSA, conv, FFN)
+with ESPnet's defaults (K = 4); without ``macaron_style`` or ``use_cnn_module`` a block has
+only the modules the config gives it (:func:`block_kinds`, e.g. K = 3: MHSA, conv, FFN).
+A subnet is a 0/1 mask of length M; a named size (e.g. ``"16"``) maps to one mask. This
+module builds and checks those masks; learned selection methods fill them later through
+the same table.
 
 With component-wise elasticity (OrthoSoftmax, Xu et al. 2025) a module is split into units
 (FFN hidden chunks, attention heads; the conv module is one unit), and a subnet is a 0/1
@@ -13,45 +16,70 @@ it every module is one unit and N = M.
 
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-MODULE_TYPES = ("ffn_macaron", "mhsa", "conv", "ffn")
+MODULE_TYPES = ("ffn_macaron", "mhsa", "conv", "ffn")  # every module a block can have
 STATIC_RULES = ("layers", "modules")
+# module type -> (the module's attribute, its pre-norm's) in ESPnet's EncoderLayer
+MODULE_ATTRS = {"ffn_macaron": ("feed_forward_macaron", "norm_ff_macaron"),
+                "mhsa": ("self_attn", "norm_mha"), "conv": ("conv_module", "norm_conv"),
+                "ffn": ("feed_forward", "norm_ff")}
 
 
-def num_modules(num_blocks: int) -> int:
-    """Number of prunable modules of a supernet with ``num_blocks`` blocks."""
-    return len(MODULE_TYPES) * num_blocks
+def block_kinds(macaron_style: bool = True, use_cnn_module: bool = True) -> Tuple[str, ...]:
+    """The modules of a Conformer block, in the order they run, for ESPnet's options."""
+    return tuple(k for k in MODULE_TYPES
+                 if (k != "ffn_macaron" or macaron_style) and (k != "conv" or use_cnn_module))
 
 
 class UnitLayout(NamedTuple):
-    """How many units each module type of a block has, and the number of blocks.
+    """How many units each module of a block has, which modules, and the blocks.
 
     Attributes:
-        per_module: units of (macaron FFN, MHSA, conv, FFN), e.g. (4, 6, 1, 4).
+        per_module: units of each of the block's modules (``kinds`` order), e.g.
+            (4, 6, 1, 4) for (macaron FFN, MHSA, conv, FFN).
         num_blocks: blocks of the supernet.
+        kinds: the block's module types (a subsequence of ``MODULE_TYPES``).
     """
 
-    per_module: Tuple[int, int, int, int]
+    per_module: Tuple[int, ...]
     num_blocks: int
+    kinds: Tuple[str, ...] = MODULE_TYPES
+
+    @property
+    def per_block(self) -> int:
+        """K modules per block."""
+        return len(self.kinds)
 
     @property
     def num_modules(self) -> int:
-        return num_modules(self.num_blocks)
+        return self.per_block * self.num_blocks
 
     @property
     def num_units(self) -> int:
         return sum(self.per_module) * self.num_blocks
 
+    def kind(self, module: int) -> str:
+        """The type (``MODULE_TYPES``) of module ``module``."""
+        return self.kinds[module % self.per_block]
+
+    def units_of(self, module: int) -> int:
+        """Units of module ``module``."""
+        return self.per_module[module % self.per_block]
+
     def module_span(self, module: int) -> Tuple[int, int]:
         """[start, stop) of module ``module``'s units in a unit mask."""
         per_block = sum(self.per_module)
-        block, kind = divmod(module, len(MODULE_TYPES))
+        block, kind = divmod(module, self.per_block)
         start = block * per_block + sum(self.per_module[:kind])
         return start, start + self.per_module[kind]
+
+    def module_names(self) -> List[str]:
+        """e.g. ``block0.ffn_macaron``, ``block0.mhsa``, ..."""
+        return [f"block{m // self.per_block}.{self.kind(m)}" for m in range(self.num_modules)]
 
     def expand(self, module_mask: Sequence[int]) -> List[int]:
         """Unit mask keeping every unit of the kept modules."""
         return [int(module_mask[m]) for m in range(self.num_modules)
-                for _ in range(self.per_module[m % len(MODULE_TYPES)])]
+                for _ in range(self.units_of(m))]
 
     def modules_of(self, unit_mask: Sequence[int]) -> List[int]:
         """Module mask: a module is kept when any of its units is."""
@@ -67,13 +95,15 @@ class UnitLayout(NamedTuple):
     def unit_names(self) -> List[str]:
         """e.g. ``block0.ffn_macaron.chunk1``, ``block0.mhsa.head2``, ``block0.conv``."""
         names = []
-        for m in range(self.num_modules):
-            block, kind = divmod(m, len(MODULE_TYPES))
-            base = f"block{block}.{MODULE_TYPES[kind]}"
-            units = self.per_module[kind]
-            label = "head" if MODULE_TYPES[kind] == "mhsa" else "chunk"
+        for m, base in enumerate(self.module_names()):
+            units = self.units_of(m)
+            label = "head" if self.kind(m) == "mhsa" else "chunk"
             names += [base] if units == 1 else [f"{base}.{label}{u}" for u in range(units)]
         return names
+
+    def static_mask(self, size: int, rule: str) -> List[int]:
+        """:func:`static_mask` of this layout's blocks (a module mask)."""
+        return static_mask(size, self.num_blocks, rule, self.kinds)
 
 
 def check_mask(
@@ -86,13 +116,14 @@ def check_mask(
     """
     values = [float(v) for v in mask]
     if len(values) != total:
+        kinds = MODULE_TYPES if layout is None else layout.kinds
         units = ""
         if layout is not None and layout.num_units != layout.num_modules:
-            units = (f", or {layout.num_units} units ({dict(zip(MODULE_TYPES, layout.per_module))}"
+            units = (f", or {layout.num_units} units ({dict(zip(kinds, layout.per_module))}"
                      " per block)")
         raise ValueError(
-            f"subnet mask has {len(values)} entries, expected {total} "
-            f"(4 modules x {total // 4} blocks: macaron FFN, MHSA, conv, FFN per block{units})"
+            f"subnet mask has {len(values)} entries, expected {total} ({len(kinds)} modules "
+            f"x {total // len(kinds)} blocks: {', '.join(kinds)} per block{units})"
         )
     bad = [v for v in values if v not in (0.0, 1.0)]
     if bad:
@@ -110,30 +141,34 @@ def spread_indices(k: int, n: int) -> List[int]:
     return [round((i + 1) * n / k) - 1 for i in range(k)]
 
 
-def static_mask(size: int, num_blocks: int, rule: str) -> List[int]:
+def static_mask(size: int, num_blocks: int, rule: str,
+                kinds: Sequence[str] = MODULE_TYPES) -> List[int]:
     """Mask that keeps ``size`` modules by a static rule.
 
     Args:
         size: number of modules to keep (1..M).
         num_blocks: number of blocks of the supernet.
-        rule: ``"layers"`` keeps ``size / 4`` whole blocks evenly spread (the last block
-            is always kept; ``size`` must be a multiple of 4), ``"modules"`` keeps
-            ``size`` modules evenly spread over the flattened module list.
+        rule: ``"layers"`` keeps ``size / K`` whole blocks evenly spread (the last block
+            is always kept; ``size`` must be a multiple of the K modules per block),
+            ``"modules"`` keeps ``size`` modules evenly spread over the flattened list.
+        kinds: the modules of a block (:func:`block_kinds`).
     """
-    total = num_modules(num_blocks)
+    per_block = len(kinds)
+    total = per_block * num_blocks
     if not 0 < size <= total:
         raise ValueError(
             f"subnet size {size} is outside the supernet: it has {total} modules "
-            f"({num_blocks} blocks x 4); use a size in 1..{total}"
+            f"({num_blocks} blocks x {per_block}); use a size in 1..{total}"
         )
     if rule == "layers":
-        if size % len(MODULE_TYPES):
+        if size % per_block:
             raise ValueError(
-                f"subnet_rule 'layers' keeps whole blocks: size {size} must be a "
-                f"multiple of 4 (or use subnet_rule 'modules' or explicit subnet_masks)"
+                f"subnet_rule 'layers' keeps whole blocks: size {size} must be a multiple "
+                f"of {per_block} (the modules of a block: {', '.join(kinds)}), or use "
+                "subnet_rule 'modules' or explicit subnet_masks"
             )
-        keep = set(spread_indices(size // len(MODULE_TYPES), num_blocks))
-        return [1 if i // len(MODULE_TYPES) in keep else 0 for i in range(total)]
+        keep = set(spread_indices(size // per_block, num_blocks))
+        return [1 if i // per_block in keep else 0 for i in range(total)]
     if rule == "modules":
         keep = set(spread_indices(size, total))
         return [1 if i in keep else 0 for i in range(total)]
@@ -164,7 +199,7 @@ def build_subnet_table(
     """
     table: Dict[str, List[int]] = {}
     for size in sizes or []:
-        table[str(int(size))] = layout.expand(static_mask(int(size), layout.num_blocks, rule))
+        table[str(int(size))] = layout.expand(layout.static_mask(int(size), rule))
     for name, mask in (masks or {}).items():
         table[str(name)] = layout.as_units(mask)
     for name in names or []:

@@ -2,10 +2,14 @@
 
 Implements the supernet of Xu et al., "Dynamic Encoder Size Based on Data-Driven Layer-wise
 Pruning for Speech Recognition" (Interspeech 2024): every Conformer block has four prunable
-modules (macaron FFN, MHSA, conv, FFN); module j of a block with gate z computes
-``x <- x + c_j * z * f_j(x)`` (c = 0.5 for the FFNs, 1 otherwise) and a module with z = 0 is
-not run at all. The block's final LayerNorm stays while any of its modules runs; a block with
-all four modules off is skipped entirely, like a layer of a shallower Conformer.
+modules (macaron FFN, MHSA, conv, FFN; fewer where the stock options ``macaron_style`` /
+``use_cnn_module`` leave them out); module j of a block with gate z computes
+``x <- x + c_j * z * f_j(x)`` (c = ``ff_scale`` for the FFNs, 1 otherwise) and a module
+with z = 0 is not run at all. The block's final LayerNorm stays while any of its modules
+runs; a block with all its modules off is skipped entirely, like a layer of a shallower
+Conformer. ESPnet's own options work as in stock ESPnet on top of the subnet masks:
+stochastic depth and layer drop (training), intermediate CTC and self-conditioning (for a
+subnet, see ``conformer_blocks.interctc_feeds``).
 
 Component-wise elasticity (OrthoSoftmax, Xu et al., ICASSP 2025): with ``ffn_chunks`` > 1
 and ``prune_heads`` a subnet may keep some FFN hidden chunks and attention heads of a
@@ -30,12 +34,7 @@ from espnet_supernet.nets.conformer_blocks import (
 )
 from espnet_supernet.nets.elastic_attention import check_sliceable
 from espnet_supernet.nets.fast_dropout import use_fast_dropout
-from espnet_supernet.nets.subnet_space import (
-    MODULE_TYPES,
-    UnitLayout,
-    build_subnet_table,
-    num_modules,
-)
+from espnet_supernet.nets.subnet_space import UnitLayout, block_kinds, build_subnet_table
 from espnet_supernet.nets.switchable_batch_norm import SwitchableBatchNorm1d
 from espnet_supernet.nets.unit_gates import Gate, UnitSlice
 from espnet_supernet.nets.vgg_subsampling import (
@@ -52,15 +51,19 @@ class SupernetConformerEncoder(ConformerEncoder):
     """Conformer encoder whose modules can be switched off per subnet.
 
     Args:
-        (all of ``ConformerEncoder``'s arguments, same meaning; ``macaron_style`` and
-        ``use_cnn_module`` must be true, they default to true here). Unsupported stock
-        options (``interctc_layer_idx``, ``interctc_use_conditioning``, ``ctc_trim``,
-        ``concat_after``, ``stochastic_depth_rate``, ``layer_drop_rate``) raise.
+        (all of ``ConformerEncoder``'s arguments, same meaning and defaults, except
+        ``ctc_trim`` and ``concat_after``, which raise, and ``macaron_style``, which
+        defaults to true, the papers' block; stock's default is false: give it when a
+        stock config leaves it out). ``macaron_style`` and ``use_cnn_module`` decide the
+        K modules of a block (4, 3 or 2). ``layer_drop_rate`` drops each block with that
+        probability in training, as ESPnet's ``MultiSequential`` does (stock
+        ``ConformerEncoder`` in espnet 202511 loops over its blocks itself and so
+        ignores the option).
         subnet_sizes: named sizes as module counts, e.g. ``[16, 32, 48]``; each is built
             with ``subnet_rule``. Default: only the full network.
-        subnet_masks: explicit 0/1 masks by name (length 4 * num_blocks, block order
-            macaron FFN, MHSA, conv, FFN; or one value per unit, see ``ffn_chunks``);
-            override sizes of the same name.
+        subnet_masks: explicit 0/1 masks by name (length K * num_blocks, block order
+            macaron FFN, MHSA, conv, FFN, those the block has; or one value per unit, see
+            ``ffn_chunks``); override sizes of the same name.
         subnet_rule: ``"layers"`` (whole blocks evenly spread) or ``"modules"`` (modules
             evenly spread), see :mod:`espnet_supernet.nets.subnet_space`.
         subnet_names: named subnets that start as the full network and are filled by a
@@ -68,7 +71,8 @@ class SupernetConformerEncoder(ConformerEncoder):
         bn_stats: ``"per_size"`` keeps BatchNorm statistics per named subnet,
             ``"shared"`` uses one set for all (the stock behaviour).
         ffn_chunks: split each FFN's hidden layer into this many prunable chunks
-            (``linear_units`` must divide evenly; 1 = whole modules only).
+            (``linear_units`` must divide evenly; 1 = whole modules only; needs
+            ``positionwise_layer_type: linear``).
         prune_heads: make each attention head a prunable unit.
         adaptive_ffn_dropout: scale an FFN's hidden dropout by its fraction of kept
             chunks (OrthoSoftmax's adaptive FF dropout).
@@ -122,26 +126,13 @@ class SupernetConformerEncoder(ConformerEncoder):
         vgg_channels: List[int] = list(DEFAULT_VGG_CHANNELS),
         vgg_activation: str = "relu",
     ):
-        unsupported = {
-            "interctc_layer_idx": bool(interctc_layer_idx),
-            "interctc_use_conditioning": interctc_use_conditioning,
-            "ctc_trim": ctc_trim,
-            "concat_after": concat_after,
-            "stochastic_depth_rate": any(
-                r != 0 for r in (stochastic_depth_rate
-                                 if isinstance(stochastic_depth_rate, list)
-                                 else [stochastic_depth_rate])
-            ),
-            "layer_drop_rate": layer_drop_rate != 0,
-            "macaron_style=false": not macaron_style,
-            "use_cnn_module=false": not use_cnn_module,
-        }
+        unsupported = {"ctc_trim": ctc_trim, "concat_after": concat_after}
         bad = [name for name, used in unsupported.items() if used]
         if bad:
             raise ValueError(
-                f"supernet_conformer does not support {', '.join(bad)}: every block needs "
-                "its 4 prunable modules (macaron FFN, MHSA, conv, FFN) and no stock "
-                "layer/intermediate-CTC tricks; remove these options from encoder_conf"
+                f"supernet_conformer does not support {', '.join(bad)}: ctc_trim shortens "
+                "the sequence per subnet and concat_after gives the attention a module of "
+                "its own that a subnet cannot skip; remove these options from encoder_conf"
             )
         if bn_stats not in BN_STATS:
             raise ValueError(f"bn_stats must be one of {BN_STATS}, got {bn_stats!r}")
@@ -163,15 +154,19 @@ class SupernetConformerEncoder(ConformerEncoder):
             normalize_before=normalize_before,
             positionwise_layer_type=positionwise_layer_type,
             positionwise_conv_kernel_size=positionwise_conv_kernel_size,
-            macaron_style=True,
+            macaron_style=macaron_style,
             rel_pos_type=rel_pos_type,
             pos_enc_layer_type=pos_enc_layer_type,
             selfattention_layer_type=selfattention_layer_type,
             activation_type=activation_type,
-            use_cnn_module=True,
+            use_cnn_module=use_cnn_module,
             zero_triu=zero_triu,
             cnn_module_kernel=cnn_module_kernel,
             padding_idx=padding_idx,
+            interctc_layer_idx=list(interctc_layer_idx or []),
+            interctc_use_conditioning=interctc_use_conditioning,
+            stochastic_depth_rate=stochastic_depth_rate,
+            layer_drop_rate=layer_drop_rate,
             max_pos_emb_len=max_pos_emb_len,
             qk_norm=qk_norm,
             use_flash_attn=use_flash_attn,
@@ -184,9 +179,10 @@ class SupernetConformerEncoder(ConformerEncoder):
         self.adaptive_ffn_dropout = adaptive_ffn_dropout
         if prune_heads:
             check_sliceable(self.encoders[0].self_attn)
-        self.layout = UnitLayout(
-            (ffn_chunks, attention_heads if prune_heads else 1, 1, ffn_chunks), num_blocks
-        )
+        units = {"ffn_macaron": ffn_chunks, "mhsa": attention_heads if prune_heads else 1,
+                 "conv": 1, "ffn": ffn_chunks}
+        kinds = block_kinds(macaron_style, use_cnn_module)
+        self.layout = UnitLayout(tuple(units[k] for k in kinds), num_blocks, kinds)
         table = build_subnet_table(self.layout, subnet_sizes, subnet_masks, subnet_rule,
                                    subnet_names)
         self.subnet_names: List[str] = list(table)
@@ -195,9 +191,10 @@ class SupernetConformerEncoder(ConformerEncoder):
             "subnet_mask_table", torch.tensor(list(table.values()), dtype=torch.float)
         )
         for layer in self.encoders:
-            layer.conv_module.norm = SwitchableBatchNorm1d.from_batch_norm(
-                layer.conv_module.norm, len(self.subnet_names)
-            )
+            if layer.conv_module is not None:
+                layer.conv_module.norm = SwitchableBatchNorm1d.from_batch_norm(
+                    layer.conv_module.norm, len(self.subnet_names)
+                )
         self._register_load_state_dict_pre_hook(self._keep_table_if_missing)
         self.register_load_state_dict_post_hook(lambda module, keys: module._after_load())
         self._mask_rows: List[List[int]] = []
@@ -212,8 +209,8 @@ class SupernetConformerEncoder(ConformerEncoder):
     # ------------------------------------------------------------------ subnets
     @property
     def num_modules(self) -> int:
-        """M = 4 x num_blocks prunable modules."""
-        return num_modules(self.num_blocks)
+        """M = K x num_blocks prunable modules (K = ``len(layout.kinds)``)."""
+        return self.layout.num_modules
 
     @property
     def num_units(self) -> int:
@@ -247,8 +244,8 @@ class SupernetConformerEncoder(ConformerEncoder):
         """Activate a subnet in place.
 
         Args:
-            mask: M = 4 x num_blocks values in {0, 1} (block 0: macaron FFN, MHSA, conv,
-                FFN; then block 1, ...), or N values, one per unit (see ``layout``), or
+            mask: M = K x num_blocks values in {0, 1} (block 0: macaron FFN, MHSA, conv,
+                FFN, those it has; then block 1, ...), or N values, one per unit (see ``layout``), or
                 None for every module on. A mask equal to a named subnet's also selects
                 that subnet's BatchNorm statistics.
         """
@@ -259,7 +256,8 @@ class SupernetConformerEncoder(ConformerEncoder):
             slot = self._mask_rows.index(mask)
         self._active_mask, self._active_slot = mask, slot
         for layer in self.encoders:
-            layer.conv_module.norm.active_slot = slot
+            if layer.conv_module is not None:
+                layer.conv_module.norm.active_slot = slot
 
     def use_size_statistics(self, enabled: bool) -> None:
         """Whether named subnets use their own BatchNorm statistics (``bn_stats:
@@ -270,7 +268,7 @@ class SupernetConformerEncoder(ConformerEncoder):
     def reset_size_statistics(self) -> None:
         """Start every named subnet's BatchNorm statistics from the shared ones."""
         for layer in self.encoders:
-            norm = layer.conv_module.norm
+            norm = getattr(layer.conv_module, "norm", None)
             if isinstance(norm, SwitchableBatchNorm1d):
                 norm.reset_slots()
 
@@ -295,7 +293,7 @@ class SupernetConformerEncoder(ConformerEncoder):
                 if len(kept) in (0, b - a):
                     gates.append(1 if kept else 0)
                     continue
-                width = self._unit_width(m % len(MODULE_TYPES))
+                width = self._unit_width(self.layout.kind(m))
                 rows = [u * width + i for u in kept for i in range(width)]
                 gates.append(UnitSlice.of(rows, kept, len(kept) / (b - a),
                                           next(self.parameters()).device))
@@ -306,11 +304,11 @@ class SupernetConformerEncoder(ConformerEncoder):
         self._gate_cache.clear()  # cached unit indices live on the old device
         return super()._apply(fn, *args, **kwargs)
 
-    def _unit_width(self, kind: int) -> int:
+    def _unit_width(self, kind: str) -> int:
         """Hidden rows per unit of module type ``kind`` (FFN chunk or head width)."""
-        if MODULE_TYPES[kind] == "mhsa":
+        if kind == "mhsa":
             return self.encoders[0].self_attn.d_k
-        units = self.layout.per_module[kind]
+        units = self.layout.per_module[self.layout.kinds.index(kind)]
         return self.encoders[0].feed_forward.w_1.out_features // units
 
     def _after_load(self) -> None:
@@ -341,7 +339,8 @@ class SupernetConformerEncoder(ConformerEncoder):
         return frontend_forward(self, xs_pad, ilens)
 
     def forward_subnet(
-        self, front: FrontendOutput, gates: Optional[Sequence[Gate]] = None
+        self, front: FrontendOutput, gates: Optional[Sequence[Gate]] = None,
+        ctc: Optional[torch.nn.Module] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Run the blocks of a subnet on a shared front-end output.
 
@@ -352,17 +351,27 @@ class SupernetConformerEncoder(ConformerEncoder):
                 scales its output, a per-unit tensor weights its units (soft gates of
                 selection methods), a ``UnitSlice`` runs the kept units with sliced
                 weights. Default: the active mask's gates.
+            ctc: the model's CTC, needed with ``interctc_use_conditioning``.
 
         Returns:
             encoder output (B, T', D) and its lengths (B,).
         """
+        xs, lens, _ = self.forward_subnet_intermediate(front, gates, ctc)
+        return xs, lens
+
+    def forward_subnet_intermediate(
+        self, front: FrontendOutput, gates: Optional[Sequence[Gate]] = None,
+        ctc: Optional[torch.nn.Module] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor, List[Tuple[int, torch.Tensor]]]:
+        """:meth:`forward_subnet` and the intermediate outputs ``[(layer, (B, T', D))]``
+        of ``interctc_layer_idx`` that the subnet computes (``interctc_feeds``)."""
         gates = self.gates(self._active_mask) if gates is None else gates
         if len(gates) != self.num_modules:
             raise ValueError(f"expected {self.num_modules} gates, got {len(gates)}")
-        n = len(MODULE_TYPES)
+        k = self.layout.per_block
         return encoder_blocks_forward(
-            self, front, [gates[n * i: n * (i + 1)] for i in range(self.num_blocks)],
-            self.adaptive_ffn_dropout)
+            self, front, [gates[k * i: k * (i + 1)] for i in range(self.num_blocks)],
+            self.adaptive_ffn_dropout, self.layout.kinds, ctc)
 
     def forward(
         self,
@@ -372,20 +381,22 @@ class SupernetConformerEncoder(ConformerEncoder):
         masks: Optional[torch.Tensor] = None,
         ctc: Optional[torch.nn.Module] = None,
         return_all_hs: bool = False,
-    ) -> Tuple[torch.Tensor, torch.Tensor, None]:
+    ) -> Tuple[Union[torch.Tensor, Tuple[torch.Tensor, list]], torch.Tensor, None]:
         """Encode with the active subnet.
 
         Args:
             xs_pad: features (B, L, input_size).
             ilens: lengths (B,).
-            prev_states, masks, ctc, return_all_hs: accepted for interface
-                compatibility with ``ConformerEncoder``; ``masks`` and
-                ``return_all_hs`` are not supported.
+            prev_states, masks, ctc, return_all_hs: as ``ConformerEncoder``'s; ``ctc`` is
+                used by ``interctc_use_conditioning``; ``masks`` and ``return_all_hs``
+                are not supported.
 
         Returns:
-            output (B, T', D), output lengths (B,), None.
+            output (B, T', D) (with ``interctc_layer_idx``: as stock, the pair of it and
+            the intermediate outputs ``[(layer, (B, T', D))]``), lengths (B,), None.
         """
         if masks is not None or return_all_hs:
             raise NotImplementedError("supernet_conformer computes masks from ilens itself")
-        xs, olens = self.forward_subnet(self.forward_frontend(xs_pad, ilens))
-        return xs, olens, None
+        xs, olens, intermediate = self.forward_subnet_intermediate(
+            self.forward_frontend(xs_pad, ilens), ctc=ctc)
+        return ((xs, intermediate) if intermediate else xs), olens, None

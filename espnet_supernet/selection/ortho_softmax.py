@@ -28,7 +28,6 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from espnet_supernet.nets.subnet_cost import CRITERIA, cost_table
-from espnet_supernet.nets.subnet_space import MODULE_TYPES
 from espnet_supernet.nets.unit_gates import Gate
 from espnet_supernet.selection.abs_selection import AbsSelection
 
@@ -184,8 +183,8 @@ class OrthoSoftmaxSelection(AbsSelection):
             if self.granularity == "component":
                 c = table.unit_costs()
             else:
-                c = [m.overhead + m.per_unit * layout.per_module[j % 4]
-                     + table.block_overhead / len(MODULE_TYPES)
+                c = [m.overhead + m.per_unit * layout.units_of(j)
+                     + table.block_overhead / layout.per_block
                      for j, m in enumerate(table.modules)]
             c = torch.tensor(c, dtype=torch.float64) * (w / table.total)
             units = c if units is None else units + c
@@ -327,8 +326,7 @@ class OrthoSoftmaxSelection(AbsSelection):
         """Names of the selection's units (modules for layer granularity)."""
         names = self.layout.unit_names()
         if self.granularity == "layer":
-            n = len(MODULE_TYPES)
-            names = [f"block{m // n}.{MODULE_TYPES[m % n]}" for m in range(self.layout.num_modules)]
+            names = self.layout.module_names()
         return names
 
     def subnet_cost(self, mask: Sequence[int]) -> float:

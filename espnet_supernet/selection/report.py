@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from espnet_supernet.nets.subnet_cost import flops_table, params_table
-from espnet_supernet.nets.subnet_space import MODULE_TYPES, UnitLayout
+from espnet_supernet.nets.subnet_space import UnitLayout
 from espnet_supernet.selection.abs_selection import AbsSelection
 
 
@@ -15,14 +15,13 @@ def kept_components(layout: UnitLayout, units: Sequence[int]) -> List[str]:
     """Kept modules, with the kept chunks / heads of partially kept ones, e.g.
     ``block0.conv``, ``block1.mhsa[heads 0,3]``, ``block2.ffn[chunks 1]``."""
     out = []
-    for m in range(layout.num_modules):
+    for m, name in enumerate(layout.module_names()):
         a, b = layout.module_span(m)
         kept = [u for u in range(b - a) if units[a + u]]
         if not kept:
             continue
-        name = f"block{m // len(MODULE_TYPES)}.{MODULE_TYPES[m % len(MODULE_TYPES)]}"
         if len(kept) < b - a:
-            label = "heads" if MODULE_TYPES[m % len(MODULE_TYPES)] == "mhsa" else "chunks"
+            label = "heads" if layout.kind(m) == "mhsa" else "chunks"
             name += f"[{label} {','.join(map(str, kept))}]"
         out.append(name)
     return out
@@ -53,8 +52,8 @@ def selection_summary(selection: AbsSelection, encoder: torch.nn.Module) -> Dict
         sizes[name] = row
     return dict(
         method=type(selection).__name__,
-        module_order=list(MODULE_TYPES),
-        units_per_module=dict(zip(MODULE_TYPES, layout.per_module)),
+        module_order=list(layout.kinds),
+        units_per_module=dict(zip(layout.kinds, layout.per_module)),
         **selection.report_fields(),
         scores=None if scores is None else [round(float(v), 5) for v in scores.detach()],
         ranking=[int(j) for j in selection.ranking()],
@@ -69,7 +68,8 @@ def plot_masks(summary: Dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = len(MODULE_TYPES)
+    kinds = summary["module_order"]
+    n = len(kinds)
     sizes = summary["sizes"]
     scores = summary["scores"]
     fig, axes = plt.subplots(1, len(sizes), figsize=(2.2 * len(sizes) + 1, 4), squeeze=False)
@@ -85,7 +85,7 @@ def plot_masks(summary: Dict, path: str) -> None:
                     ax.text(j % n, j // n, f"{value:.2g}", ha="center", va="center",
                             fontsize=6)
         ax.set_title(f"size {name} ({row['encoder_params'] / 1e6:.2f}M)", fontsize=9)
-        ax.set_xticks(range(n), [t.replace("_", "\n") for t in MODULE_TYPES], fontsize=7)
+        ax.set_xticks(range(n), [t.replace("_", "\n") for t in kinds], fontsize=7)
         ax.set_yticks(range(kept.size(0)))
         ax.set_ylabel("block")
     fig.suptitle(f"{summary['method']}: kept modules (colour: fraction of units) per size",

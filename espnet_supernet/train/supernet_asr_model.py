@@ -370,10 +370,11 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
             if name is None:  # step 1: every module (or the given gates); largest's head
                 self.encoder.set_subnet(None)
             with self.sparse_weights():
-                enc_out, enc_lens = self.encoder.forward_subnet(front, gates)
+                enc_out, enc_lens, intermediate = self._encode_subnet(front, gates)
             if self.postencoder is not None:
                 enc_out, enc_lens = self.postencoder(enc_out, enc_lens)
-            loss, sub_stats = self._subnet_loss(enc_out, enc_lens, text, text_lengths)
+            loss, sub_stats = self._subnet_loss(enc_out, enc_lens, text, text_lengths,
+                                                intermediate)
             if self.training and self.inplace_kd_weight > 0 and self.ctc is not None:
                 log_q = self.ctc.log_softmax(enc_out)
                 if teacher is None:
@@ -418,10 +419,20 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         text = text[:, : text_lengths.max()]
         front = self.encoder.forward_frontend(*self._features(speech, speech_lengths))
         with self.sparse_weights():
-            enc_out, enc_lens = self.encoder.forward_subnet(front, None)
+            enc_out, enc_lens, intermediate = self._encode_subnet(front, None)
         if self.postencoder is not None:
             enc_out, enc_lens = self.postencoder(enc_out, enc_lens)
-        return self._subnet_loss(enc_out, enc_lens, text, text_lengths)[0]
+        return self._subnet_loss(enc_out, enc_lens, text, text_lengths, intermediate)[0]
+
+    def _encode_subnet(self, front, gates):
+        """The encoder's blocks for one subnet: output (B, T', D), lengths (B,) and the
+        intermediate outputs of ESPnet's intermediate CTC (only when ``interctc_weight``
+        > 0 or the encoder conditions on them)."""
+        encoder = self.encoder
+        if (self.interctc_weight != 0.0 or getattr(encoder, "interctc_use_conditioning", False)) \
+                and hasattr(encoder, "forward_subnet_intermediate"):
+            return encoder.forward_subnet_intermediate(front, gates, self.ctc)
+        return (*encoder.forward_subnet(front, gates), [])
 
     def _features(
         self, speech: torch.Tensor, speech_lengths: torch.Tensor
@@ -442,13 +453,27 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         enc_lens: torch.Tensor,
         text: torch.Tensor,
         text_lengths: torch.Tensor,
+        intermediate: Sequence[Tuple[int, torch.Tensor]] = (),
     ) -> Tuple[torch.Tensor, Stats]:
-        """CTC / attention loss of one subnet's encoder output (B, T', D)."""
+        """CTC / attention loss of one subnet's encoder output (B, T', D); with
+        ``interctc_weight`` > 0, ESPnet's intermediate CTC on the subnet's ``intermediate``
+        outputs ``[(layer, (B, T', D))]``: the CTC loss becomes (1 - w) CTC + w x their
+        mean, each reported as ``loss_interctc_layer<i>`` / ``cer_interctc_layer<i>``."""
         stats: Stats = {}
         loss_ctc = loss_att = None
         if self.ctc_weight != 0.0:
             loss_ctc, cer_ctc = self._calc_ctc_loss(enc_out, enc_lens, text, text_lengths)
             stats.update(loss_ctc=loss_ctc.detach(), cer_ctc=cer_ctc)
+            if self.interctc_weight != 0.0 and intermediate:
+                loss_inter = 0.0
+                for layer, out in intermediate:
+                    loss_i, cer_i = self._calc_ctc_loss(out, enc_lens, text, text_lengths)
+                    loss_inter = loss_inter + loss_i
+                    stats[f"loss_interctc_layer{layer}"] = loss_i.detach()
+                    stats[f"cer_interctc_layer{layer}"] = cer_i
+                loss_inter = loss_inter / len(intermediate)
+                loss_ctc = (1 - self.interctc_weight) * loss_ctc + \
+                    self.interctc_weight * loss_inter
         if self.ctc_weight != 1.0:
             loss_att, acc, cer, wer = self._calc_att_loss(enc_out, enc_lens, text, text_lengths)
             stats.update(loss_att=loss_att.detach(), acc=acc, cer=cer, wer=wer)

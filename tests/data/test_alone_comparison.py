@@ -15,7 +15,7 @@ from espnet_supernet.data.alone_comparison import (
 )
 from espnet_supernet.data.scoring import read_results_md
 
-SETTINGS = dict(config="conf/demo.yaml", model="supernet", max_epoch=6,
+SETTINGS = dict(config="conf/demo.yaml", model="supernet", selection="static", max_epoch=6,
                 model_conf=dict(ctc_weight=1.0, largest_warmup_steps=10),
                 encoder_conf=dict(num_blocks=6, subnet_sizes=[8, 24]))
 
@@ -132,7 +132,7 @@ def test_verdict_needs_two_seeds_on_one_side():
     assert verdict([0.0, 1.0]) == "mixed: within seed variation"
 
 
-STATIC_COST = {"8": (1.4e6, 0.16), "24": (3.4e6, 0.29)}
+STATIC_COST = {"8": (1.4e6, 0.16), "24": (3.4e6, 0.29)}  # static sizes (selection: static)
 
 
 def test_a_learned_selection_is_compared_with_the_static_size_of_nearest_cost(results):

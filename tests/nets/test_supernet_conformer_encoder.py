@@ -84,8 +84,9 @@ def test_explicit_masks_and_modules_rule():
     (dict(subnet_sizes=[5]), "multiple of 4"),
     (dict(subnet_sizes=[16]), "outside the supernet"),
     (dict(subnet_masks={"x": [1, 0]}), "expected 12"),
-    (dict(interctc_layer_idx=[1]), "does not support interctc_layer_idx"),
-    (dict(macaron_style=False), "macaron_style=false"),
+    (dict(ctc_trim=True), "does not support ctc_trim"),
+    (dict(concat_after=True), "does not support concat_after"),
+    (dict(macaron_style=False, subnet_sizes=[4]), "multiple of 3"),
     (dict(bn_stats="global"), "bn_stats must be one of"),
 ])
 def test_invalid_configs_are_rejected(bad, match):
