@@ -3,11 +3,14 @@
 Starts from the ``prepared`` fixture (data, BPE, statistics) and trains
 the tiny supernet with each learned selection method: one epoch of step 1, then the
 sandwich rule on the frozen masks (Simple-Top-k is also decoded and scored, on test_clean
-only, to keep the suite short). A second Simple-Top-k run is interrupted in step 1 and
+only, to keep the suite short). Iterative-Zero-Out runs on a supernet without macaron FFNs
+(``macaron_style: false``, 3 modules per block, sizes 3 and 6) through decoding, scoring
+and export. A second Simple-Top-k run is interrupted in step 1 and
 resumed across the switch; it must end with the same masks. OrthoSoftmax runs
 component-wise (FFN chunks, heads) with params budgets, decoded and scored per budget.
 """
 
+import json
 import re
 from pathlib import Path
 
@@ -19,21 +22,29 @@ from e2e_run import INF_TAG, SIZES, TINY_ARGS
 
 METHODS = ("simple_topk", "iterative_zero_out")
 DECODED, DECODED_SET = "simple_topk", "test_clean"
+# method -> (extra training arguments, last stage, named sizes, modules per block)
+RUNS = {
+    "simple_topk": ("", "13", SIZES, 4),
+    "iterative_zero_out": ("--encoder_conf macaron_style=false --encoder_conf "
+                           "subnet_sizes=[3,6]", "14", ("3", "6"), 3),
+}
 
 
-def selection_args(method: str, max_epoch: int) -> tuple:
+def selection_args(method: str, max_epoch: int, extra: str = "") -> tuple:
     return ("--asr_tag", f"tiny_{method}", "--asr_args",
-            f"--selection {method} --selection_conf selection_epochs=1 --max_epoch {max_epoch}")
+            f"--selection {method} --selection_conf selection_epochs=1 --max_epoch {max_epoch}"
+            f" {extra}")
 
 
 @pytest.fixture(scope="module")
 def selected(prepared, run_recipe):
-    """{method: exp dir} after 2 epochs (1 of them step 1); simple_topk decoded too."""
+    """{method: exp dir} after 2 epochs (1 of them step 1); simple_topk decoded too,
+    iterative_zero_out (no macaron FFNs) decoded and exported."""
     exps = {}
     for method in METHODS:
-        stop = "13" if method == DECODED else "11"
+        extra, stop, _, _ = RUNS[method]
         run = run_recipe(prepared.recipe, *TINY_ARGS, "--stage", "11", "--stop_stage", stop,
-                         "--test_sets", DECODED_SET, *selection_args(method, 2),
+                         "--test_sets", DECODED_SET, *selection_args(method, 2, extra),
                          log_name=f"run_{method}.log")
         assert run.returncode == 0, run.tail()
         exps[method] = prepared.recipe / "exp" / f"asr_tiny_{method}"
@@ -47,11 +58,13 @@ def model_masks(model_file: Path) -> torch.Tensor:
 @pytest.mark.parametrize("method", METHODS)
 def test_masks_freeze_with_report_and_decode(selected, method):
     exp = selected[method]
+    _, _, sizes, per_block = RUNS[method]
     report = yaml.safe_load((exp / "selection.yaml").read_text())
-    assert list(report["sizes"]) == list(SIZES)
-    assert [report["sizes"][s]["modules"] for s in SIZES] == [4, 8]
-    small = report["sizes"]["4"]["mask"]
-    assert sum(small) == 4 and len(small) == 8
+    assert list(report["sizes"]) == list(sizes)
+    assert [report["sizes"][s]["modules"] for s in sizes] == [per_block, 2 * per_block]
+    assert len(report["module_order"]) == per_block
+    small = report["sizes"][sizes[0]]["mask"]
+    assert sum(small) == per_block and len(small) == 2 * per_block
     assert (exp / "selection.png").stat().st_size > 1000
     log = (exp / "train.log").read_text()
     assert "selection frozen" in log and "loss_super" in log and "loss_max" in log
@@ -59,15 +72,34 @@ def test_masks_freeze_with_report_and_decode(selected, method):
     table = model_masks(exp / "valid.loss.best.pth")
     assert table[0].tolist() == small
     scores = torch.load(exp / "valid.loss.best.pth", map_location="cpu")["selection.score"]
-    init = torch.zeros(8) if method == "simple_topk" else torch.full((8,), 10.0)
+    n = 2 * per_block
+    init = torch.zeros(n) if method == "simple_topk" else torch.full((n,), 10.0)
     assert (scores - init).abs().max() > 1e-2  # the scores learned
 
 
-def test_learned_sizes_are_decoded_and_scored(selected):
-    results = (selected[DECODED] / "RESULTS.md").read_text()
-    for size in SIZES:
-        assert (selected[DECODED] / f"{INF_TAG}_size{size}" / DECODED_SET / "text").is_file()
+@pytest.mark.parametrize("method", METHODS)
+def test_learned_sizes_are_decoded_and_scored(selected, method):
+    exp, sizes = selected[method], RUNS[method][2]
+    results = (exp / "RESULTS.md").read_text()
+    for size in sizes:
+        assert (exp / f"{INF_TAG}_size{size}" / DECODED_SET / "text").is_file()
         assert re.search(rf"\| {size} \| {DECODED_SET} \|.*\| \d+\.\d+ \|", results)
+
+
+def test_a_supernet_without_macaron_exports_every_learned_size(selected):
+    """Stage 14 of the no-macaron Iterative-Zero-Out run: a learned size of whole blocks
+    is a stock conformer without macaron FFNs, any other a pruned_conformer; both give
+    the supernet's output."""
+    exp = selected["iterative_zero_out"]
+    report = yaml.safe_load((exp / "selection.yaml").read_text())
+    for size in RUNS["iterative_zero_out"][2]:
+        record = json.loads((exp / "export" / f"size{size}" / "export.json").read_text())
+        config = yaml.safe_load((exp / "export" / f"size{size}" / "config.yaml").read_text())
+        mask = report["sizes"][size]["mask"]
+        whole = all(len(set(mask[b:b + 3])) == 1 for b in (0, 3))
+        assert record["encoder"] == ("conformer" if whole else "pruned_conformer"), mask
+        assert config["encoder_conf"]["macaron_style"] is False
+        assert record["max_encoder_difference"] <= 1e-4
 
 
 def test_decoder_loads_the_learned_mask(selected, prepared, monkeypatch):

@@ -20,9 +20,11 @@ BUDGETS = [0.4, 0.7, 1.0]
 NAMES = ["0.4", "0.7", "1.0"]
 
 
-def ortho_model(granularity="component", criterion="flops", budgets=BUDGETS, **conf):
+def ortho_model(granularity="component", criterion="flops", budgets=BUDGETS,
+                encoder_conf=None, **conf):
     names = OrthoSoftmaxSelection.subnet_names_from_conf({"budgets": budgets})
-    model = make_model(sizes=None, encoder_conf=dict(COMPONENTS, subnet_names=names))
+    model = make_model(sizes=None, encoder_conf=dict(COMPONENTS, subnet_names=names,
+                                                     **(encoder_conf or {})))
     enc = model.encoder
     masks = {n: (enc.subnet_mask(n) if granularity == "component"
                  else enc.layout.modules_of(enc.subnet_mask(n))) for n in names}
@@ -142,6 +144,34 @@ def test_step_one_learns_the_scores_then_freezes_nested_subnets(feats, tmp_path)
     assert report["sizes"]["0.4"]["flops_fraction"] < report["sizes"]["0.7"]["flops_fraction"]
     assert len(report["unit_order"]) == model.encoder.num_units
     assert all(isinstance(k, str) for k in report["sizes"]["0.4"]["kept"])
+    assert (tmp_path / "selection.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("granularity", ["component", "layer"])
+def test_a_block_without_macaron_ffn_selects_over_its_own_modules(feats, tmp_path, granularity):
+    """macaron_style: false: 3 modules per block (MHSA 4 heads, conv, FFN 4 chunks = 9
+    units); step 1 trains and freezes nested subnets over that layout."""
+    model, sel = ortho_model(granularity, selection_steps=2,
+                             encoder_conf=dict(macaron_style=False))
+    enc = model.encoder
+    assert enc.layout.kinds == ("mhsa", "conv", "ffn") and enc.num_units == 27
+    model.set_selection(sel, output_dir=str(tmp_path))
+    optim = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.train()
+    for _ in range(3):
+        optim.zero_grad()
+        loss, _, _ = model(**_batch(feats))
+        loss.backward()
+        optim.step()
+    assert bool(sel.frozen)
+    masks = {n: enc.subnet_mask(n) for n in NAMES}
+    assert all(len(m) == 27 for m in masks.values())
+    for small, big in zip(NAMES, NAMES[1:]):
+        assert all(b >= s for s, b in zip(masks[small], masks[big]))
+    report = yaml.safe_load((tmp_path / "selection.yaml").read_text())
+    assert report["module_order"] == ["mhsa", "conv", "ffn"]
+    assert all(k.split(".")[1].split("[")[0] in ("mhsa", "conv", "ffn")
+               for k in report["sizes"]["0.4"]["kept"])
     assert (tmp_path / "selection.png").stat().st_size > 1000
 
 
