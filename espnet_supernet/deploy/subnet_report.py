@@ -69,8 +69,9 @@ def subnet_report(model: torch.nn.Module, seconds: float = 10.0) -> Dict[str, di
     if isinstance(lo, SwitchableLinear):
         unused_heads = _numel(lo) - _numel(lo.heads[0])
     selection = getattr(model, "selection", None)  # training-time scores, not deployed
-    rest = _numel(model) - _numel(encoder) - unused_heads - (
-        _numel(selection) if selection is not None else 0)
+    teacher = getattr(model, "kd_teacher", None)  # a training-time copy, not deployed
+    rest = _numel(model) - _numel(encoder) - unused_heads - sum(
+        _numel(m) for m in (selection, teacher) if m is not None)
     report = {}
     for name in model.subnet_names:
         if getattr(model, "train_only", None) not in (None, name):

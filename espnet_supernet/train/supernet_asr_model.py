@@ -13,6 +13,7 @@ sizes' masks are frozen from the scores, ``selection.yaml`` and a heatmap are wr
 experiment dir, and the sandwich rule takes over (Dynamic Encoder Size, Xu et al. 2024).
 """
 
+import copy
 import logging
 import random
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -34,6 +35,7 @@ Stats = Dict[str, Optional[torch.Tensor]]
 PlanEntry = Tuple[str, Optional[str], Optional[Sequence[Gate]], float]
 STOCHASTIC_DEPTH_MODES = ("batch", "row")
 SUBNET_WEIGHTINGS = ("fixed", "exp_loss")
+KD_TEACHERS = ("inplace", "frozen")
 LARGEST_SLOTS = ("max", "super")  # plan slots of the largest network (weight kept)
 
 
@@ -53,6 +55,12 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         per_size_ctc: give each named subnet its own CTC output layer.
         inplace_kd_weight: weight of the in-place distillation of the largest subnet's
             CTC posteriors (detached) into the other subnets' (0 disables).
+        kd_teacher: ``"inplace"`` (the largest subnet of the same step teaches the
+            others) or ``"frozen"``: a frozen copy of the encoder and CTC at the start of
+            training (``kd_teacher.*`` in the model file; ``espnet_supernet.bin.supernetize``
+            writes the converted model's weights there) teaches every subnet, the
+            largest included, so that fine-tuning a trained model into a supernet does
+            not let its full size drift. Needs ``inplace_kd_weight`` > 0 and a CTC.
         kd_divergence: ``"kl"`` (KL(p_max || q_sub)) or ``"alpha"`` (AlphaNet's adaptive
             alpha-divergence, as TODM; see ``train/alpha_divergence.py``).
         kd_alpha_range: (alpha_min, alpha_max) of ``"alpha"``.
@@ -111,6 +119,7 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         num_random: int = 1,
         per_size_ctc: bool = False,
         inplace_kd_weight: float = 0.0,
+        kd_teacher: str = "inplace",
         kd_divergence: str = "kl",
         kd_alpha_range: Sequence[float] = (-1.0, 1.0),
         kd_iw_clip: float = 5.0,
@@ -166,6 +175,17 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         self.selection_output_dir: Optional[str] = None
         if per_size_ctc:
             self.ctc.ctc_lo = SwitchableLinear(self.ctc.ctc_lo, len(self.subnet_names))
+        if kd_teacher not in KD_TEACHERS:
+            raise ValueError(f"kd_teacher must be one of {', '.join(KD_TEACHERS)}, got "
+                             f"{kd_teacher!r}")
+        self.kd_teacher: Optional[torch.nn.ModuleDict] = None
+        if kd_teacher == "frozen":
+            if inplace_kd_weight <= 0 or self.ctc is None:
+                raise ValueError("kd_teacher: frozen distils the teacher's CTC posteriors: "
+                                 "it needs inplace_kd_weight > 0 and ctc_weight > 0")
+            self.kd_teacher = torch.nn.ModuleDict(
+                dict(encoder=copy.deepcopy(self.encoder), ctc=copy.deepcopy(self.ctc)))
+            self.kd_teacher.requires_grad_(False)
         self.register_buffer("sandwich_step", torch.zeros((), dtype=torch.long))
         # Training stat keys seen so far, in order: a key that a later phase no longer
         # reports (step 1 -> sandwich) is sent as None (see Stats in the docstring).
@@ -348,7 +368,8 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         batch_size = speech.shape[0]
         text[text == -1] = self.ignore_id
         text = text[:, : text_lengths.max()]
-        front = self.encoder.forward_frontend(*self._features(speech, speech_lengths))
+        feats, feats_lengths = self._features(speech, speech_lengths)
+        front = self.encoder.forward_frontend(feats, feats_lengths)
         previous = self.active_subnet
         stats: Stats = {}
         total, extra = 0.0, None
@@ -365,6 +386,10 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         self.encoder.use_size_statistics(not selecting)
 
         teacher, kd_total = None, 0.0
+        distilling = (self.training and self.inplace_kd_weight > 0 and self.ctc is not None
+                      and self.train_only is None)
+        if distilling and self.kd_teacher is not None:
+            teacher = self._frozen_teacher(feats, feats_lengths)
         for slot, name, gates, weight in plan:
             self.set_subnet(name)
             if name is None:  # step 1: every module (or the given gates); largest's head
@@ -375,7 +400,7 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
                 enc_out, enc_lens = self.postencoder(enc_out, enc_lens)
             loss, sub_stats = self._subnet_loss(enc_out, enc_lens, text, text_lengths,
                                                 intermediate)
-            if self.training and self.inplace_kd_weight > 0 and self.ctc is not None:
+            if distilling:
                 log_q = self.ctc.log_softmax(enc_out)
                 if teacher is None:
                     teacher = log_q.detach()
@@ -400,7 +425,8 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         if not self.training:
             stats["acc"] = stats.get(f"acc_{plan[-1][1]}")
         if self.training and self.inplace_kd_weight > 0:
-            stats["loss_kd"] = kd_total / (len(plan) - 1) if len(plan) > 1 else None
+            students = len(plan) - (0 if self.kd_teacher is not None else 1)
+            stats["loss_kd"] = kd_total / students if students > 0 else None
         stats["loss"] = total.detach()
         if self.training:
             for key in self._train_keys:
@@ -433,6 +459,17 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
                 and hasattr(encoder, "forward_subnet_intermediate"):
             return encoder.forward_subnet_intermediate(front, gates, self.ctc)
         return (*encoder.forward_subnet(front, gates), [])
+
+    @torch.no_grad()
+    def _frozen_teacher(self, feats: torch.Tensor, feats_lengths: torch.Tensor) -> torch.Tensor:
+        """CTC log-posteriors (B, T', V) of the frozen teacher (``kd_teacher: frozen``),
+        its full encoder in eval mode, on the step's features."""
+        encoder, ctc = self.kd_teacher["encoder"], self.kd_teacher["ctc"]
+        encoder.eval()
+        encoder.set_subnet(None)
+        out, _ = encoder.forward_subnet(encoder.forward_frontend(feats, feats_lengths),
+                                        ctc=ctc)
+        return ctc.log_softmax(out)
 
     def _features(
         self, speech: torch.Tensor, speech_lengths: torch.Tensor

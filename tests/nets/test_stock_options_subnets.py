@@ -81,6 +81,21 @@ def test_stock_depth_dropping_composes_with_the_masks(option):
     assert calls[0] == 0
 
 
+def test_stock_stochastic_depth_and_the_models_own_train_together():
+    """Stock per-block stochastic depth in the encoder and the sandwich's step-2
+    stochastic depth of modules outside the smallest size (model_conf) both on."""
+    model = make_model(sizes=(4, 12), stochastic_depth_rate=0.5,
+                       encoder_conf=dict(stochastic_depth_rate=[0.0, 0.3, 0.3]))
+    model.train()
+    gates = model.stochastic_depth_gates(step=3)
+    assert gates is not None and 0 in gates[:8]  # the model drops some outside size 4
+    speech, lens = torch.randn(2, 60, 20), torch.tensor([60, 45])
+    loss, stats, _ = model(speech, lens, torch.tensor([[2, 3, 4], [5, 6, -1]]),
+                           torch.tensor([3, 2]))
+    loss.backward()
+    assert torch.isfinite(loss) and stats["loss_max"] is not None
+
+
 def test_stochastic_depth_list_is_validated_as_stock():
     with pytest.raises(ValueError, match="Length of stochastic_depth_rate"):
         _encoder(stochastic_depth_rate=[0.1, 0.2])

@@ -100,6 +100,7 @@ def test_a_supernet_without_macaron_exports_every_learned_size(selected):
         assert record["encoder"] == ("conformer" if whole else "pruned_conformer"), mask
         assert config["encoder_conf"]["macaron_style"] is False
         assert record["max_encoder_difference"] <= 1e-4
+        assert record["onnx_max_difference"] <= 1e-4
 
 
 def test_decoder_loads_the_learned_mask(selected, prepared, monkeypatch):
