@@ -13,6 +13,7 @@ SHARED_UNITS = {"test_recipe_e2e": "trained", "test_torchrun_ddp": "trained",
                 "test_recipe_run_record": "trained", "test_recipe_quiet": "trained"}
 LONG_UNITS = ("trained", "test_recipe_resume", "test_recipe_selection", "test_recipe_omni",
               "test_recipe_todm", "test_recipe_compare_alone", "test_recipe_tedlium",
+              "test_recipe_supernetize",
               "test_recipe_slurm")
 
 

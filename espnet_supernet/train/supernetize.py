@@ -36,7 +36,8 @@ from espnet_supernet.export.supernet_loading import build_from_config
 
 UNSUPPORTED_ENCODER_OPTIONS = ("ctc_trim", "concat_after")
 # what an ESPnet experiment's config.yaml holds about its own run, not about the model
-RUN_KEYS = ("output_dir", "train_data_path_and_name_and_type",
+# (``required``, ``version`` and ``distributed`` are no options: ``--config`` rejects them)
+RUN_KEYS = ("required", "version", "distributed", "output_dir", "train_data_path_and_name_and_type",
             "valid_data_path_and_name_and_type", "train_shape_file", "valid_shape_file",
             "init_param", "resume", "config", "print_config", "dist_rank", "local_rank",
             "dist_master_addr", "dist_master_port", "dist_launcher", "multiprocessing_distributed")

@@ -51,6 +51,12 @@ def test_full_size_equals_the_original_and_the_config_is_a_supernet(tmp_path):
     assert new["encoder_conf"]["macaron_style"] is True
     assert new["model_conf"]["kd_teacher"] == "frozen" and new["model_conf"]["ctc_weight"] == 0.5
     assert new["max_epoch"] == 2 and "output_dir" not in new  # a quarter of 8 epochs
+    # the config is one that asr_train's --config takes (no run-only keys)
+    assert "required" in config and "required" not in new
+    (tmp_path / "new.yaml").write_text(yaml.safe_dump(new))
+    parsed = SupernetASRTask.get_parser().parse_args(
+        ["--config", str(tmp_path / "new.yaml"), "--output_dir", str(tmp_path / "ft")])
+    assert parsed.encoder == "supernet_conformer" and parsed.model_conf["kd_teacher"] == "frozen"
     model = build_from_config(new)
     model.load_state_dict(converted, strict=True)
     for key, value in state.items():
