@@ -52,6 +52,55 @@ def test_alpha_divergence_gradient_is_the_divergences_and_spares_the_teacher():
     assert torch.allclose(student.grad, s2.grad, atol=1e-5)
 
 
+# a teacher far from the student: w = p / q = (9, 1/9, 1/9), so the clip at 5 matters
+P_FAR, Q_FAR = [0.9, 0.05, 0.05], [0.1, 0.45, 0.45]
+
+
+def hand_alphanet(p, q, alpha, clip=5.0):
+    """AlphaNet's f_divergence by hand (plain floats): (D, rho per class)."""
+    w = [pi / qi for pi, qi in zip(p, q)]
+    if abs(alpha) < 1e-3:  # the ratio clipped
+        wc = [min(x, clip) for x in w]
+        return sum(qi * -math.log(x) for qi, x in zip(q, wc)), [math.log(x) - 1 for x in wc]
+    if abs(alpha - 1) < 1e-3:  # not clipped
+        return sum(qi * x * math.log(x) for qi, x in zip(q, w)), w
+    wa = [min(x ** alpha, clip) for x in w]
+    base = 1 / (alpha * (alpha - 1))
+    return (sum(qi * (x - 1) for qi, x in zip(q, wa)) * base,
+            [x / alpha + base for x in wa])
+
+
+@pytest.mark.parametrize("alpha, expected", [
+    (1.0, 0.8 * math.log(9)),  # KL(p || q) = 0.9 ln 9 + 2 x 0.05 ln(1/9): no clip
+    (0.0, -(0.1 * math.log(5) + 0.9 * math.log(1 / 9))),  # w clipped to (5, 1/9, 1/9)
+    (-1.0, (0.1 * (1 / 9 - 1) + 0.9 * (5 - 1)) / 2),  # w^-1 = (1/9, 9, 9) clipped at 5
+    (0.5, (0.1 * (3 - 1) + 0.9 * (1 / 3 - 1)) / -0.25),  # w^0.5 = (3, 1/3, 1/3), no clip
+])
+def test_alphanet_clipping_by_hand(alpha, expected):
+    p, q = torch.tensor(P_FAR), torch.tensor(Q_FAR)
+    _, d = alpha_divergence(p.log(), q.log(), alpha, alpha, iw_clip=5.0)
+    assert float(d) == pytest.approx(expected, rel=1e-5)
+    assert float(d) == pytest.approx(hand_alphanet(P_FAR, Q_FAR, alpha)[0], rel=1e-5)
+    # the gradient: d/dz_j of -sum_i sg(q_i rho_i) log softmax(z)_i = q_j S - q_j rho_j
+    student = q.log().clone().requires_grad_(True)
+    alpha_divergence(p.log(), student, alpha, alpha, iw_clip=5.0)[0].backward()
+    _, rho = hand_alphanet(P_FAR, Q_FAR, alpha)
+    total = sum(qi * ri for qi, ri in zip(Q_FAR, rho))
+    grad = [qj * total - qj * rj for qj, rj in zip(Q_FAR, rho)]
+    assert student.grad.tolist() == pytest.approx(grad, rel=1e-5, abs=1e-6)
+
+
+def test_alphanet_picks_the_larger_divergence_per_sample():
+    p = torch.tensor([P_FAR, P.tolist()])
+    q = torch.tensor([Q_FAR, Q.tolist()])
+    _, d = alpha_divergence(p.log(), q.log(), -1.0, 1.0)
+    for row, (pi, qi) in enumerate(zip(p.tolist(), q.tolist())):
+        assert float(d[row]) == pytest.approx(max(hand_alphanet(pi, qi, -1.0)[0],
+                                                  hand_alphanet(pi, qi, 1.0)[0]), rel=1e-5)
+    # far rows: D_1 = 1.7578 > D_-1 = 1.7556, so a_max's unclipped KL is the one used
+    assert float(d[0]) == pytest.approx(0.8 * math.log(9), rel=1e-5)
+
+
 def test_scaled_adam_updates_are_relative_to_the_parameter_rms():
     small = torch.nn.Parameter(torch.full((4, 4), 0.01))
     large = torch.nn.Parameter(torch.full((4, 4), 1.0))
