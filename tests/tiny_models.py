@@ -52,6 +52,19 @@ COMPONENT_MASK = [1, 0, 1, 0, 0, 1, 1, 1, 1, 1, 1,
                   0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 1]  # fmt: skip
 
 
+def build_task_model(tmp_path: Path, config: dict):
+    """(args, model) of a training config dict, parsed by the task as ``asr_train`` would
+    (token list ``TOKENS``, no normalisation), seed 0."""
+    (tmp_path / "in.yaml").write_text(yaml.safe_dump(config))
+    args = SupernetASRTask.get_parser().parse_args([
+        "--config", str(tmp_path / "in.yaml"), "--token_list", str(tmp_path / "tokens.txt"),
+        "--output_dir", str(tmp_path / "exp"), "--normalize", "none",
+    ])  # fmt: skip
+    args.token_list = TOKENS
+    torch.manual_seed(0)
+    return args, SupernetASRTask.build_model(args)
+
+
 def make_task_supernet(tmp_path: Path, config_updates=None, **encoder_conf):
     """The tiny recipe supernet (sizes 4 and 8, per-size CTC heads, a decoder) with
     random per-size BatchNorm statistics; returns (model, config dict, config path).
@@ -60,14 +73,8 @@ def make_task_supernet(tmp_path: Path, config_updates=None, **encoder_conf):
     config["encoder_conf"].update(encoder_conf)
     config["encoder_conf"] = {k: v for k, v in config["encoder_conf"].items() if v is not None}
     config.update(config_updates or {})
-    (tmp_path / "in.yaml").write_text(yaml.safe_dump(config))
-    args = SupernetASRTask.get_parser().parse_args([
-        "--config", str(tmp_path / "in.yaml"), "--token_list", str(tmp_path / "tokens.txt"),
-        "--output_dir", str(tmp_path / "exp"), "--normalize", "none",
-    ])  # fmt: skip
-    args.token_list = TOKENS
-    torch.manual_seed(0)
-    model = SupernetASRTask.build_model(args).eval()
+    args, model = build_task_model(tmp_path, config)
+    model.eval()
     with torch.no_grad():
         for layer in model.encoder.encoders:
             if layer.conv_module is None:  # use_cnn_module: false

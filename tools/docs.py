@@ -132,6 +132,26 @@ def demo_sizes() -> str:
     return markdown(head, rows) + note
 
 
+@table("early_exit_demo")
+def early_exit_demo() -> str:
+    """Early exit vs every fixed size of the demo config's seed-1 one job
+    (``espnet_supernet.bin.early_exit_report``)."""
+    rel = RUNS / f"{DEMO}_seed1" / "early_exit.json"
+    record = load(rel)
+    rows = []
+    for row in record["rows"]:
+        answered = row["answered"]
+        rows.append([row["mode"], row["test_set"], f"{row['wer']:.1f}",
+                     f"{row['encoder_gflops_per_sec']:.3f}", f"{row['fraction_of_largest']:.2f}",
+                     "-" if answered is None else
+                     ", ".join(f"{size}: {n}" for size, n in answered.items())])
+    head = ["decoding (CTC greedy)", "test set", "WER", "enc GFLOPs/s", "of the largest",
+            "utterances answered by size"]
+    prefix = ", ".join(f"{k}: {v}" for k, v in record["prefix_blocks"].items())
+    return (markdown(head, rows, "llrrrl") + f"\n\nBlocks a larger size reuses from the "
+            f"smaller one: {prefix}. " + source(rel))
+
+
 @table("alone_corpus")
 def alone_corpus() -> str:
     """Every one-job vs each-size-alone comparison of the recipe's run records

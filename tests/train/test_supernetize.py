@@ -10,7 +10,7 @@ from espnet_supernet.bin.supernetize import main as supernetize_main
 from espnet_supernet.export.supernet_loading import build_from_config
 from espnet_supernet.tasks.asr import SupernetASRTask
 from espnet_supernet.train.supernetize import supernetize
-from tiny_models import CONF, TOKENS
+from tiny_models import CONF, build_task_model
 
 
 def stock_model(tmp_path, **encoder_conf):
@@ -23,14 +23,7 @@ def stock_model(tmp_path, **encoder_conf):
     config["encoder_conf"] = {k: v for k, v in config["encoder_conf"].items()
                               if not k.startswith("subnet")}
     config["encoder_conf"].update(macaron_style=True, **encoder_conf)
-    (tmp_path / "in.yaml").write_text(yaml.safe_dump(config))
-    args = SupernetASRTask.get_parser().parse_args([
-        "--config", str(tmp_path / "in.yaml"), "--token_list", str(tmp_path / "tokens.txt"),
-        "--output_dir", str(tmp_path / "exp"), "--normalize", "none",
-    ])  # fmt: skip
-    args.token_list = TOKENS
-    torch.manual_seed(0)
-    model = SupernetASRTask.build_model(args)
+    args, model = build_task_model(tmp_path, config)
     with torch.no_grad():  # trained-looking BatchNorm statistics
         for layer in model.encoder.encoders:
             layer.conv_module.norm.running_mean.normal_()
