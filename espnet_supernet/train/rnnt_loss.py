@@ -47,6 +47,17 @@ def rnnt_loss_scan(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: t
     labels = targets[:, : nodes - 1].long().clamp(0, log_probs.size(-1) - 1)
     label_lp = log_probs[:, :, :-1].gather(
         -1, labels[:, None, :, None].expand(batch, frames, nodes - 1, 1)).squeeze(-1)
+    return lattice_nll(blank_lp, label_lp, logit_lengths, target_lengths).to(log_probs.dtype)
+
+
+def lattice_nll(blank_lp: torch.Tensor, label_lp: torch.Tensor, logit_lengths: torch.Tensor,
+                target_lengths: torch.Tensor) -> torch.Tensor:
+    """Per-utterance negative log-likelihood of an RNN-T lattice given by its transition
+    log-probabilities: ``blank_lp`` (B, T, U + 1) of blank at node (t, u), ``label_lp``
+    (B, T, U) of label y_{u+1} at node (t, u) (-inf: a pruned transition). Returns (B,)
+    in float64's precision, as the input's dtype."""
+    dtype = blank_lp.dtype
+    batch, frames, _ = blank_lp.shape
     # the recursion in float64: C(t, u) reaches hundreds of nats, whose float32 rounding
     # would show in the gradient (2e-4 vs torchaudio; 1e-6 in float64)
     blank_lp, label_lp = blank_lp.double(), label_lp.double()
@@ -58,11 +69,11 @@ def rnnt_loss_scan(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: t
         stay = alpha + blank_lp[:, t - 1] - prefix[:, t]
         alpha = prefix[:, t] + torch.logcumsumexp(stay, dim=-1)
         alphas.append(alpha)
-    last_t = (logit_lengths.long() - 1).to(log_probs.device)
-    last_u = target_lengths.long().to(log_probs.device)
-    rows = torch.arange(batch, device=log_probs.device)
+    last_t = (logit_lengths.long() - 1).to(blank_lp.device)
+    last_u = target_lengths.long().to(blank_lp.device)
+    rows = torch.arange(batch, device=blank_lp.device)
     final = torch.stack(alphas, dim=1)[rows, last_t, last_u]
-    return -(final + blank_lp[rows, last_t, last_u]).to(log_probs.dtype)
+    return -(final + blank_lp[rows, last_t, last_u]).to(dtype)
 
 
 class RNNTLoss(torch.nn.Module):
