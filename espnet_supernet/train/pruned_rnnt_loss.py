@@ -86,37 +86,45 @@ def prune_ranges(blank_lp: torch.Tensor, label_lp: torch.Tensor, logit_lengths: 
     return start  # s_0 = 0 (a lattice too short for its labels stays unreachable)
 
 
-def pruned_lattice(joint: Callable[[torch.Tensor], torch.Tensor], enc_proj: torch.Tensor,
-                   dec_proj: torch.Tensor, targets: torch.Tensor, start: torch.Tensor,
-                   s_range: int, blank: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Transition log-probabilities of the full joint on the windows only.
+def window_log_probs(joint: Callable[[torch.Tensor], torch.Tensor], enc_proj: torch.Tensor,
+                     dec_proj: torch.Tensor, start: torch.Tensor, s_range: int) -> torch.Tensor:
+    """The full joint's log-probabilities (B, T, S, V) on the windows only.
 
     Args:
         joint: hidden (..., J) -> logits (..., V) (the joint network after the projections).
         enc_proj: projected encoder output (B, T, J).
         dec_proj: projected prediction-network output (B, U + 1, J).
-        targets: labels (B, U).
         start: window starts (B, T) (:func:`prune_ranges`).
-        s_range: window width.
-
-    Returns:
-        ``blank_lp`` (B, T, U + 1) and ``label_lp`` (B, T, U), ``PRUNED`` outside the windows.
+        s_range: window width S (at most U + 1 is used).
     """
     batch, frames, _ = enc_proj.shape
-    nodes = dec_proj.size(1)
-    width = min(s_range, nodes)
+    width = min(s_range, dec_proj.size(1))
     index = start[..., None] + torch.arange(width, device=start.device)  # (B, T, S)
     dec = dec_proj.gather(1, index.reshape(batch, -1, 1).expand(-1, -1, dec_proj.size(-1)))
     hidden = enc_proj[:, :, None, :] + dec.view(batch, frames, width, -1)
-    log_probs = joint(hidden).float().log_softmax(-1)  # (B, T, S, V)
+    return joint(hidden).float().log_softmax(-1)
+
+
+def window_transitions(log_probs: torch.Tensor, start: torch.Tensor, targets: torch.Tensor,
+                       nodes: int, blank: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``blank_lp`` (B, T, U + 1) and ``label_lp`` (B, T, U) of the window log-probabilities
+    (B, T, S, V) starting at ``start`` (B, T), ``PRUNED`` outside the windows."""
+    batch, frames, width, _ = log_probs.shape
+    index = start[..., None] + torch.arange(width, device=start.device)
     u = targets.size(1)
-    labels = targets.long().gather(1, index.clamp(max=max(u - 1, 0)).reshape(batch, -1)) \
-        if u else index.reshape(batch, -1) * 0
+    labels = targets.long().gather(1, index.clamp(max=max(u - 1, 0)).reshape(batch, -1))
     label_w = log_probs.gather(-1, labels.view(batch, frames, width, 1)).squeeze(-1)
     full = log_probs.new_full((batch, frames, nodes), PRUNED)
-    blank_lp = full.scatter(2, index, log_probs[..., blank])
-    label_lp = full.scatter(2, index, label_w)[..., :u]
-    return blank_lp, label_lp
+    return (full.scatter(2, index, log_probs[..., blank]),
+            full.scatter(2, index, label_w)[..., :u])
+
+
+def pruned_lattice(joint: Callable[[torch.Tensor], torch.Tensor], enc_proj: torch.Tensor,
+                   dec_proj: torch.Tensor, targets: torch.Tensor, start: torch.Tensor,
+                   s_range: int, blank: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`window_transitions` of :func:`window_log_probs`: the pruned lattice."""
+    log_probs = window_log_probs(joint, enc_proj, dec_proj, start, s_range)
+    return window_transitions(log_probs, start, targets, dec_proj.size(1), blank)
 
 
 def pruned_rnnt_loss(am: torch.Tensor, lm: torch.Tensor,

@@ -22,7 +22,13 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 
 from espnet_supernet.nets.fast_tanh import FastTanh
 from espnet_supernet.train.alpha_divergence import alpha_divergence
-from espnet_supernet.train.rnnt_loss import RNNTLoss
+from espnet_supernet.train.pruned_rnnt_loss import (
+    prune_ranges,
+    simple_lattice,
+    window_log_probs,
+    window_transitions,
+)
+from espnet_supernet.train.rnnt_loss import RNNTLoss, lattice_nll
 from espnet_supernet.train.sparse_subnets import SparseSubnetsMixin
 
 Stats = Dict[str, Optional[torch.Tensor]]
@@ -41,7 +47,13 @@ class SupernetTransducerModel(SparseSubnetsMixin, ESPnetASRModel):
         kd_iw_clip: importance-weight clip.
         adaptive_dropout: scale the encoder's dropout rates by each subnet's parameter
             fraction of the largest subnet.
-        rnnt_loss: ``scan`` or ``torchaudio`` (``train/rnnt_loss.py``).
+        rnnt_loss: ``scan`` or ``torchaudio`` (``train/rnnt_loss.py``), or ``pruned``
+            (``train/pruned_rnnt_loss.py``: the full joint only on ``prune_range`` label
+            positions per frame, chosen by a simple joint whose loss is added with weight
+            ``simple_loss_scale``; two linear layers to the vocabulary are added). KD then
+            compares the student's joint with the teacher's on the teacher's windows.
+        prune_range: window width S of ``pruned`` (at least 2).
+        simple_loss_scale: weight of the simple joint's loss with ``pruned``.
         train_only: a subnet name: train (and validate) that size alone, with its own
             dropout rates unscaled and no KD: the baseline of "each size trained alone"
             for the same updates (parameters outside the subnet get no gradient).
@@ -61,6 +73,8 @@ class SupernetTransducerModel(SparseSubnetsMixin, ESPnetASRModel):
         kd_iw_clip: float = 5.0,
         adaptive_dropout: bool = True,
         rnnt_loss: str = "scan",
+        prune_range: int = 5,
+        simple_loss_scale: float = 0.5,
         train_only: Optional[str] = None,
         sandwich_seed: int = 0,
         **kwargs,
@@ -81,7 +95,15 @@ class SupernetTransducerModel(SparseSubnetsMixin, ESPnetASRModel):
             joint_network.joint_activation = FastTanh()
         self.joint_network = joint_network
         self.use_transducer_decoder = True
-        self.criterion_transducer = RNNTLoss(self.blank_id, rnnt_loss)
+        self.pruned = rnnt_loss == "pruned"
+        self.criterion_transducer = RNNTLoss(self.blank_id, "scan" if self.pruned else rnnt_loss)
+        if self.pruned:
+            if prune_range < 2:
+                raise ValueError(f"prune_range must be >= 2, got {prune_range}")
+            vocab = joint_network.lin_out.out_features
+            self.simple_am_proj = torch.nn.Linear(joint_network.lin_enc.in_features, vocab)
+            self.simple_lm_proj = torch.nn.Linear(joint_network.lin_dec.in_features, vocab)
+        self.prune_range, self.simple_loss_scale = prune_range, simple_loss_scale
         self.error_calculator_trans = ErrorCalculatorTransducer(
             self.decoder, joint_network, self.token_list, "<space>", "<blank>",
             report_cer=True, report_wer=True)
@@ -163,22 +185,30 @@ class SupernetTransducerModel(SparseSubnetsMixin, ESPnetASRModel):
             plan = [(n, n, 1.0) for n in ([self.train_only] if self.train_only
                                           else self.subnet_names)]
         previous, stats, total, teacher = self.active_subnet, {}, 0.0, None
-        front, dec_proj, target, u_len = self._shared_inputs(speech, speech_lengths, text,
-                                                             text_lengths)
+        front, dec_out, dec_proj, target, u_len = self._shared_inputs(
+            speech, speech_lengths, text, text_lengths)
         for slot, name, weight in plan:
             self.set_subnet(name)
             with self.sparse_weights():
                 enc_out, enc_lens = self.encoder.forward_subnet(front)
-            # log-probabilities once, for the RNN-T loss and the KD
-            log_probs = self._joint(enc_out, dec_proj).float().log_softmax(dim=-1)
-            loss = self.criterion_transducer(log_probs, target, enc_lens, u_len,
-                                             normalized=True)
+            if self.pruned:
+                loss, log_probs, start = self._pruned_loss(enc_out, enc_lens, dec_out, dec_proj,
+                                                           target, u_len)
+            else:  # log-probabilities once, for the RNN-T loss and the KD
+                log_probs = self._joint(enc_out, dec_proj).float().log_softmax(dim=-1)
+                loss = self.criterion_transducer(log_probs, target, enc_lens, u_len,
+                                                 normalized=True)
+                start = None
             stats[f"loss_{slot}"] = loss.detach()
             if self.training and self.kd_weight > 0:
                 if teacher is None:
-                    teacher = log_probs.detach()
+                    teacher = (log_probs.detach(), start)
                 else:
-                    kd, value = self._lattice_kd(teacher, log_probs, enc_lens, u_len)
+                    if self.pruned:  # the student's joint on the teacher's windows
+                        log_probs = window_log_probs(self._joint_fn, self.joint_network.lin_enc(
+                            enc_out), dec_proj, teacher[1], self.prune_range)
+                    kd, value = self._lattice_kd(teacher[0], log_probs, enc_lens, u_len,
+                                                 teacher[1])
                     loss = loss + self.kd_weight * kd
                     stats[f"kd_{slot}"] = value
             if not self.training:
@@ -192,7 +222,8 @@ class SupernetTransducerModel(SparseSubnetsMixin, ESPnetASRModel):
     def _shared_inputs(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
                        text: torch.Tensor, text_lengths: torch.Tensor):
         """What every subnet of a step shares: the encoder front end's output, the
-        projected prediction-network output (B, U + 1, J), the targets and their lengths."""
+        prediction-network output (B, U + 1, H) and its projection (B, U + 1, J), the
+        targets and their lengths."""
         text = text[:, : text_lengths.max()]
         feats, lens = self._extract_feats(speech, speech_lengths)
         if self.specaug is not None and self.training:
@@ -209,19 +240,39 @@ class SupernetTransducerModel(SparseSubnetsMixin, ESPnetASRModel):
         with torch.autocast("cpu", enabled=False):
             dec_out = self.decoder(decoder_in)
         dec_proj = self.joint_network.lin_dec(dec_out)
-        return front, dec_proj, target, u_len
+        return front, dec_out, dec_proj, target, u_len
 
     @torch.no_grad()
     def active_loss(self, speech: torch.Tensor, speech_lengths: torch.Tensor,
                     text: torch.Tensor, text_lengths: torch.Tensor) -> torch.Tensor:
         """RNN-T loss of the active subnet (sparsity configuration) on a batch, no
         gradient: the dev score of ``sparsity_search``."""
-        front, dec_proj, target, u_len = self._shared_inputs(speech, speech_lengths, text,
-                                                             text_lengths)
+        front, dec_out, dec_proj, target, u_len = self._shared_inputs(
+            speech, speech_lengths, text, text_lengths)
         with self.sparse_weights():
             enc_out, enc_lens = self.encoder.forward_subnet(front)
+        if self.pruned:
+            return self._pruned_loss(enc_out, enc_lens, dec_out, dec_proj, target, u_len)[0]
         return self.criterion_transducer(self._joint(enc_out, dec_proj), target, enc_lens,
                                          u_len)
+
+    def _joint_fn(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The joint network after its projections: hidden (..., J) -> logits (..., V)."""
+        return self.joint_network.lin_out(self.joint_network.joint_activation(hidden))
+
+    def _pruned_loss(self, enc_out, enc_lens, dec_out, dec_proj, target, u_len):
+        """(simple_loss_scale x simple + pruned loss, batch means; the window
+        log-probabilities (B, T, S, V); the window starts (B, T))."""
+        am, lm = self.simple_am_proj(enc_out), self.simple_lm_proj(dec_out)
+        simple_blank, simple_label = simple_lattice(am, lm, target, self.blank_id)
+        simple = lattice_nll(simple_blank, simple_label, enc_lens, u_len).mean()
+        start = prune_ranges(simple_blank, simple_label, enc_lens, u_len, self.prune_range)
+        log_probs = window_log_probs(self._joint_fn, self.joint_network.lin_enc(enc_out),
+                                     dec_proj, start, self.prune_range)
+        blank_lp, label_lp = window_transitions(log_probs, start, target, dec_proj.size(1),
+                                                self.blank_id)
+        pruned = lattice_nll(blank_lp, label_lp, enc_lens, u_len).mean()
+        return self.simple_loss_scale * simple + pruned, log_probs, start
 
     def _joint(self, enc_out: torch.Tensor, dec_proj: torch.Tensor) -> torch.Tensor:
         """Joint network logits (B, T, U + 1, V) of enc_out (B, T, D) and the projected
@@ -236,15 +287,17 @@ class SupernetTransducerModel(SparseSubnetsMixin, ESPnetASRModel):
             for i in range(enc_out.size(0))])
 
     def _lattice_kd(self, teacher: torch.Tensor, student: torch.Tensor,
-                    t_len: torch.Tensor, u_len: torch.Tensor
-                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+                    t_len: torch.Tensor, u_len: torch.Tensor,
+                    start: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Alpha-divergence of the student's joint distributions from the teacher's,
-        mean over the valid (t, u) nodes; both log-probabilities (B, T, U + 1, V)."""
+        mean over the valid (t, u) nodes; both log-probabilities (B, T, U + 1, V), or
+        (B, T, S, V) on the windows starting at ``start`` (B, T) (pruned loss)."""
         loss, value = alpha_divergence(teacher, student, *self.kd_alpha_range,
                                        iw_clip=self.kd_iw_clip, normalized=True)
         t = torch.arange(loss.size(1), device=loss.device)
-        u = torch.arange(loss.size(2), device=loss.device)
-        valid = (t[None, :, None] < t_len[:, None, None]) & \
-            (u[None, None, :] <= u_len[:, None, None])
+        u = torch.arange(loss.size(2), device=loss.device)[None, None, :]
+        if start is not None:
+            u = start[..., None] + u  # the window's label positions
+        valid = (t[None, :, None] < t_len[:, None, None]) & (u <= u_len[:, None, None])
         count = valid.sum().clamp(min=1)
         return (loss * valid).sum() / count, (value * valid).sum() / count

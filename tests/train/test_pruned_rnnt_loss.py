@@ -79,3 +79,30 @@ def test_a_window_narrower_than_two_is_refused():
     blank, label = simple_lattice(am, lm, targets)
     with pytest.raises(ValueError, match="s_range must be >= 2"):
         prune_ranges(blank, label, t_len, u_len, 1)
+
+
+def test_a_todm_sandwich_step_trains_with_the_pruned_loss(tmp_path):
+    from tiny_models import make_transducer, transducer_batch
+
+    _, model = make_transducer(tmp_path, rnnt_loss="pruned", prune_range=3, kd_weight=1.0)
+    model.train()
+    loss, stats, _ = model(**transducer_batch())
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert any(k.startswith("kd_") and float(v) >= 0 for k, v in stats.items())
+    for layer in (model.simple_am_proj, model.simple_lm_proj, model.joint_network.lin_out):
+        assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+    # windows covering every label position: the pruned part is the full RNN-T loss
+    _, wide = make_transducer(tmp_path, rnnt_loss="pruned", prune_range=50,
+                              simple_loss_scale=0.0)
+    wide.eval()
+    batch = transducer_batch()
+    with torch.no_grad():
+        front, dec_out, dec_proj, target, u_len = wide._shared_inputs(
+            batch["speech"], batch["speech_lengths"], batch["text"], batch["text_lengths"])
+        enc_out, enc_lens = wide.encoder.forward_subnet(front)
+        pruned = wide._pruned_loss(enc_out, enc_lens, dec_out, dec_proj, target, u_len)[0]
+        full = wide.criterion_transducer(wide._joint(enc_out, dec_proj), target, enc_lens, u_len)
+    assert float(pruned) == pytest.approx(float(full), rel=1e-5)
+    with pytest.raises(ValueError, match="prune_range must be >= 2"):
+        make_transducer(tmp_path, rnnt_loss="pruned", prune_range=1)
