@@ -24,6 +24,7 @@ state stay those of the dense model. The dense level (sparsity 0) multiplies not
 
 import contextlib
 import logging
+import random
 import re
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -101,6 +102,9 @@ class OmniSparsity(torch.nn.Module):
             the training steps (known once the trainer starts).
         warmup_fraction: see ``warmup_steps``.
         warmup_start: step at which the warm-up starts (dense before).
+        mixed_levels: the sandwich rule's random slots draw a level per encoder block
+            (uniformly, seeded by the step), as Omni-sparsity trains the per-layer mixes
+            that a search returns; the dense and the sparsest slots stay uniform.
 
     Buffers (saved with the model): ``keep{i}`` per target (uint8 keep levels, see
     ``nested_masks.py``), ``refreshed_at`` (step of the last refresh, -1: never),
@@ -118,6 +122,7 @@ class OmniSparsity(torch.nn.Module):
         warmup_steps: Optional[int] = None,
         warmup_fraction: float = 0.3,
         warmup_start: int = 0,
+        mixed_levels: bool = False,
     ):
         super().__init__()
         self.levels = check_levels(levels)
@@ -138,6 +143,7 @@ class OmniSparsity(torch.nn.Module):
         self.layer_types, self.scope, self.structure = list(layer_types), scope, structure
         self.update_interval, self.warmup_steps = update_interval, warmup_steps
         self.warmup_fraction, self.warmup_start = warmup_fraction, warmup_start
+        self.mixed_levels = mixed_levels
         self.level_names = [level_name(s) for s in self.levels]  # dense first
         self.targets: List[SparseTarget] = []
         self.active: Optional[List[int]] = None  # level index per target; None: dense
@@ -269,6 +275,11 @@ class OmniSparsity(torch.nn.Module):
         if bad:
             raise ValueError(f"level indices {bad} outside 0..{len(self.levels) - 1}")
         self.active = [int(block_levels.get(t.block, 0)) for t in self.targets]
+
+    def sample_layerwise(self, seed: int) -> Dict[int, int]:
+        """A level index per block, uniform over the levels (``mixed_levels``)."""
+        rng = random.Random(seed)
+        return {b: rng.randrange(len(self.levels)) for b in self.blocks}
 
     def masks(self, indices: Optional[Sequence[int]] = None
               ) -> Iterator[Tuple[SparseTarget, Optional[torch.Tensor]]]:

@@ -38,6 +38,15 @@ class SparseSubnetsMixin:
         self.encoder.set_named_subnet(self.encoder_size)
         self.sparsity.activate(name)
 
+    def mix_levels(self, slot: str, step: int) -> None:
+        """With ``mixed_levels``, a random slot (``rand<i>``) of training step ``step``
+        uses a level per block drawn from the step and the slot (the same on every DDP
+        rank); the other slots keep their uniform level."""
+        if self.sparsity is None or not self.sparsity.mixed_levels or not slot.startswith("rand"):
+            return
+        self.sparsity.set_layerwise(self.sparsity.sample_layerwise(
+            step * 1_000_003 + int(slot[len("rand"):]) + 1))
+
     def sparse_weights(self) -> ContextManager[None]:
         """Context in which the encoder computes with the active level's weights."""
         return contextlib.nullcontext() if self.sparsity is None else self.sparsity.applied()

@@ -394,6 +394,8 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
             self.set_subnet(name)
             if name is None:  # step 1: every module (or the given gates); largest's head
                 self.encoder.set_subnet(None)
+            elif self.training:
+                self.mix_levels(slot, step)
             with self.sparse_weights():
                 enc_out, enc_lens, intermediate = self._encode_subnet(front, gates)
             if self.postencoder is not None:

@@ -179,7 +179,8 @@ class SupernetTransducerModel(SparseSubnetsMixin, ESPnetASRModel):
         if self.training:
             if self.sparsity is not None:
                 self.sparsity.before_step(int(self.sandwich_step))
-            plan = self.plan(int(self.sandwich_step))
+            step = int(self.sandwich_step)
+            plan = self.plan(step)
             self.sandwich_step += 1
         else:
             plan = [(n, n, 1.0) for n in ([self.train_only] if self.train_only
@@ -189,6 +190,8 @@ class SupernetTransducerModel(SparseSubnetsMixin, ESPnetASRModel):
             speech, speech_lengths, text, text_lengths)
         for slot, name, weight in plan:
             self.set_subnet(name)
+            if self.training:
+                self.mix_levels(slot, step)
             with self.sparse_weights():
                 enc_out, enc_lens = self.encoder.forward_subnet(front)
             if self.pruned:

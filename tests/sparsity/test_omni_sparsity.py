@@ -154,3 +154,36 @@ def test_transducer_levels_train_and_report(tmp_path):
         loss0 = model.active_loss(**batch())
     assert torch.isfinite(loss80) and float(loss80) != float(loss0)
     assert int((model.sparsity.keep(index) <= 2).sum()) == round(0.8 * grad.numel())
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_random_slots_train_mixed_per_block_levels(mixed):
+    """mixed_levels: the random slot's blocks each draw a level (from the step); the
+    dense and sparsest slots stay uniform. Without it every slot is uniform."""
+    model = sparse_model(levels=(0.0, 0.3, 0.5, 0.9), mixed_levels=mixed)
+    sparsity = model.sparsity
+    seen = []
+    applied = sparsity.applied
+
+    def recording():
+        seen.append(list(sparsity.active))
+        return applied()
+
+    sparsity.applied = recording
+    model.train()
+    mixes = []
+    for step in range(6):
+        seen.clear()
+        model.sandwich_step.fill_(step)
+        loss, _, _ = model(*batch())
+        dense, sparsest, rand = seen
+        assert set(dense) == {0} and set(sparsest) == {3}  # uniform
+        per_block = {}
+        for target, level in zip(sparsity.targets, rand):
+            per_block.setdefault(target.block, set()).add(level)
+        assert all(len(v) == 1 for v in per_block.values())  # one level per block
+        mixes.append(len({next(iter(v)) for v in per_block.values()}))
+        if mixed:
+            expected = sparsity.sample_layerwise(step * 1_000_003 + 1)
+            assert {b: next(iter(v)) for b, v in per_block.items()} == expected
+    assert (max(mixes) > 1) == mixed  # some step mixes levels across blocks
