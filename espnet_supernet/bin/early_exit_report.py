@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Early-exit decoding against every fixed size: WER and encoder compute per test set.
 
-Usage (in the recipe directory):
+Usage:
     python -m espnet_supernet.bin.early_exit_report --exp exp/asr_x \\
         --model_file exp/asr_x/valid.loss.ave.bncal.pth --test_sets "dev_clean test_clean" \\
         --thresholds 0.8 0.9 0.95
 
-One model is loaded once; each utterance is decoded (CTC best path) by every named size,
+Run it in the recipe directory. One model is loaded once; each utterance is decoded (CTC best path) by every named size,
 switched in place, and by early exit at each threshold: the smallest size first, the next
 larger one only while the size's confidence (mean over frames of the largest CTC
 posterior) is below the threshold, starting from the blocks the two sizes share
