@@ -56,17 +56,16 @@ def shared_prefix(model: torch.nn.Module, small: str, large: str) -> int:
     ``large`` (the same gates and, where a conv module runs, the same BatchNorm
     statistics): ``large`` can start from ``small``'s hidden state after them."""
     encoder = model.encoder
-    k = encoder.layout.per_block
-    gates = {n: encoder.gates(encoder.subnet_mask(n)) for n in (small, large)}
+    gates = {n: encoder.block_gates(encoder.gates(encoder.subnet_mask(n)))
+             for n in (small, large)}
     slots = {n: model.subnet_names.index(n) for n in (small, large)}
     for b, layer in enumerate(encoder.encoders):
-        mine, theirs = gates[small][k * b: k * (b + 1)], gates[large][k * b: k * (b + 1)]
+        mine, theirs = gates[small][b], gates[large][b]
         if not all(_same_gate(x, y) for x, y in zip(mine, theirs)):
             return b
         if all(is_skipped(g) for g in mine):
             continue
-        norm = getattr(layer.conv_module, "norm", None) if layer.conv_module is not None \
-            else None
+        norm = getattr(layer.conv_module, "norm", None)  # no conv module: None
         conv_on = "conv" in encoder.layout.kinds and not is_skipped(
             mine[encoder.layout.kinds.index("conv")])
         if conv_on and isinstance(norm, SwitchableBatchNorm1d) and encoder.bn_stats == "per_size":
@@ -102,9 +101,8 @@ class EarlyExitDecoder:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         self.model, self.threshold = model.eval(), threshold
-        k = encoder.layout.per_block
-        self.block_gates = {n: [encoder.gates(encoder.subnet_mask(n))[k * b: k * (b + 1)]
-                                for b in range(len(encoder.encoders))] for n in self.sizes}
+        self.block_gates = {n: encoder.block_gates(encoder.gates(encoder.subnet_mask(n)))
+                            for n in self.sizes}
         self.prefix = {(a, b): shared_prefix(model, a, b)
                        for a, b in zip(self.sizes, self.sizes[1:])}
         table = flops_table(encoder, seconds)

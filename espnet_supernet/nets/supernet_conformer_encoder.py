@@ -366,12 +366,15 @@ class SupernetConformerEncoder(ConformerEncoder):
         """:meth:`forward_subnet` and the intermediate outputs ``[(layer, (B, T', D))]``
         of ``interctc_layer_idx`` that the subnet computes (``interctc_feeds``)."""
         gates = self.gates(self._active_mask) if gates is None else gates
+        return encoder_blocks_forward(self, front, self.block_gates(gates),
+                                      self.adaptive_ffn_dropout, self.layout.kinds, ctc)
+
+    def block_gates(self, gates: Sequence[Gate]) -> List[Sequence[Gate]]:
+        """The M gates split per block (K each, ``layout.kinds`` order)."""
         if len(gates) != self.num_modules:
             raise ValueError(f"expected {self.num_modules} gates, got {len(gates)}")
         k = self.layout.per_block
-        return encoder_blocks_forward(
-            self, front, [gates[k * i: k * (i + 1)] for i in range(self.num_blocks)],
-            self.adaptive_ffn_dropout, self.layout.kinds, ctc)
+        return [gates[k * i: k * (i + 1)] for i in range(self.num_blocks)]
 
     def forward(
         self,
