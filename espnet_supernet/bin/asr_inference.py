@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Decode with one named subnet of a trained supernet.
+"""Decode with named subnets of a trained supernet.
 
 Usage:
     python -m espnet_supernet.bin.asr_inference --subnet 16 \\
@@ -7,6 +7,10 @@ Usage:
         --data_path_and_name_and_type dump/raw/test_clean/wav.scp,speech,sound \\
         --output_dir exp/asr/decode_16/test_clean
         (other arguments as ``python -m espnet2.bin.asr_inference``)
+
+    # every size in one process (Python, ESPnet and the LM are loaded once, not per size):
+    python -m espnet_supernet.bin.asr_inference --subnet 8 16 24 \\
+        --output_dir 'exp/asr/decode_{subnet}/test_clean' ...
 
 ``--ctc_greedy true`` (set in ``conf/decode_ctc_greedy.yaml``) decodes a CTC model with the
 CTC best path instead of ESPnet's beam search with the CTC prefix scorer, which rescores the
@@ -30,9 +34,11 @@ def get_parser():
     parser.add_argument(
         "--subnet",
         type=str,
+        nargs="+",
         default=None,
-        help="Named subnet to decode with (e.g. 16); default: the largest. The names "
-        "are the supernet's subnet sizes (encoder_conf subnet_sizes/subnet_masks).",
+        help="Named subnet(s) to decode with (e.g. 16, or 8 16 24); default: the largest. "
+        "The names are the supernet's subnet sizes (encoder_conf subnet_sizes/subnet_masks). "
+        "With several, --output_dir holds {subnet}, replaced by each name in turn.",
     )
     parser.add_argument(
         "--ctc_greedy",
@@ -45,11 +51,15 @@ def get_parser():
 
 
 def main(cmd=None):
-    """Decode a data set with the chosen subnet."""
+    """Decode a data set with each chosen subnet in turn."""
     print(get_commandline_args(), file=sys.stderr)
     kwargs = vars(get_parser().parse_args(cmd))
     kwargs.pop("config", None)
-    subnet, ctc_greedy = kwargs.pop("subnet"), kwargs.pop("ctc_greedy")
+    subnets, ctc_greedy = kwargs.pop("subnet") or [None], kwargs.pop("ctc_greedy")
+    output_dir = kwargs.pop("output_dir")
+    if len(subnets) > 1 and "{subnet}" not in output_dir:
+        sys.exit(f"asr_inference: --subnet {' '.join(subnets)} writes one output directory "
+                 f"per subnet: put {{subnet}} in --output_dir (got {output_dir})")
     if ctc_greedy and (kwargs.get("lm_train_config") or kwargs.get("ngram_file")):
         sys.exit("asr_inference: --ctc_greedy decodes without a language model; use a beam "
                  "search config (e.g. conf/decode_ctc_lm.yaml) with --lm_train_config, or "
@@ -57,8 +67,11 @@ def main(cmd=None):
     try:
         if kwargs.get("lm_file"):  # ESPnet reads the LM itself: check the file first
             load_state_dict_file(kwargs["lm_file"])
-        with subnet_model_loading(subnet), ctc_greedy_decoding(ctc_greedy):
-            stock.inference(**kwargs)
+        for subnet in subnets:
+            out = output_dir.replace("{subnet}", str(subnet))
+            print(f"asr_inference: decoding with subnet {subnet} -> {out}", file=sys.stderr)
+            with subnet_model_loading(subnet), ctc_greedy_decoding(ctc_greedy):
+                stock.inference(output_dir=out, **kwargs)
     except (FileNotFoundError, ValueError) as e:  # a missing, unreadable or unfitting
         # model file, an unknown subnet, not a supernet, no CTC for --ctc_greedy
         sys.exit(f"asr_inference: {e}")

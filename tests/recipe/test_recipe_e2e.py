@@ -274,7 +274,7 @@ def test_decode_one_size(trained: Trained, run_recipe) -> None:
         corpus=trained.corpus, log_name="run_decode4.log",
     )  # fmt: skip
     assert run.returncode == 0, run.tail()
-    decoded = re.findall(r"decoding size (\S+) on (\S+)", run.output)
+    decoded = re.findall(r"decoding sizes (.+?) on (\S+) \(", run.output)
     assert decoded == [("4", "test_clean")], run.tail()
     for (size, dset), path in hyps.items():
         if (size, dset) == ("4", "test_clean"):
@@ -400,8 +400,13 @@ def test_lm_stages(trained: Trained) -> None:
         ppl = float((trained.recipe / LM_EXP / "perplexity_test" / dset / "ppl").read_text())
         assert 1 < ppl < 100, ppl
     assert (trained.recipe / LM_EXP / "valid.loss.best.pth").exists()
-    log = (trained.exp / f"{INF_TAG}_size4/test_clean/logdir/asr_inference.1.log").read_text()
+    log = (trained.exp / f"{INF_TAG}_sizes/test_clean/logdir/asr_inference.1.log").read_text()
     assert "lm_train_config" in log and LM_EXP in log
+    # one process per split decoded both sizes in turn, each into its own directory
+    assert log.count("# Started at") == 1
+    for size in SIZES:
+        out = trained.exp / f"{INF_TAG}_size{size}/test_clean/logdir/output.1"
+        assert f"decoding with subnet {size} -> {out.relative_to(trained.recipe)}" in log
 
 
 def _assert_int8_close_to_fp32(trained: Trained, out: Path) -> None:

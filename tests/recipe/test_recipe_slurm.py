@@ -38,7 +38,7 @@ def test_stages_10_to_13_through_slurm(prepared, slurm):
     stats, exp = recipe / "exp/asr_stats_slurm", recipe / "exp/asr_slurm"
     assert (stats / "train/feats_stats.npz").is_file()
     # each runner call wrote a batch script and got Slurm's own output back
-    for qdir in (stats / "logdir/q", exp / "q", exp / "decode_ctc_greedy_size4/test_clean/logdir/q"):
+    for qdir in (stats / "logdir/q", exp / "q", exp / "decode_ctc_greedy_sizes/test_clean/logdir/q"):
         scripts, outs = list(qdir.glob("*.sh")), list(qdir.glob("*.out"))
         assert scripts and outs, qdir
         assert all(re.match(r"# Running on \S+ as job \d+", o.read_text()) for o in outs)

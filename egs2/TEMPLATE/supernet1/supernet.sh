@@ -251,20 +251,23 @@ if [ $stage -le 12 ] && [ $stop_stage -ge 12 ]; then
   inf_tag=$(basename "${inference_config:-default}" .yaml)
   lm_opts=()
   [ "$use_lm" = true ] && lm_opts=(--lm_train_config $lm_exp/config.yaml --lm_file $lm_exp/$inference_lm)
-  for size in $subnets; do
-    for dset in $test_sets; do
-      dir=$asr_exp/${inf_tag}_size${size}/$dset; logdir=$dir/logdir; mkdir -p $logdir
-      n=$(wc -l < $dumpdir/raw/$dset/wav.scp); _nj=$(( inference_nj < n ? inference_nj : n ))
-      split_scp $dumpdir/raw/$dset/wav.scp $_nj $logdir
-      log "  decoding size $size on $dset ($n utts, $_nj jobs) -> $dir"
-      ${decode_cmd} JOB=1:$_nj $logdir/asr_inference.JOB.log \
-        OMP_NUM_THREADS=$job_threads $python -m espnet_supernet.bin.asr_inference --subnet $size --ngpu 0 --batch_size 1 \
-          --data_path_and_name_and_type $dumpdir/raw/$dset/wav.scp,speech,sound \
-          --key_file $logdir/keys.JOB.scp \
-          --asr_train_config $asr_exp/config.yaml --asr_model_file $model_file \
-          "${lm_opts[@]}" --output_dir $logdir/output.JOB \
-          ${inference_config:+--config $inference_config} ${inference_args}
-      for n in $(seq $_nj); do cat $logdir/output.$n/1best_recog/text; done \
+  # one job per split decodes every size in turn (Python, ESPnet and the LM load once);
+  # size k's hypotheses: $asr_exp/${inf_tag}_size<k>/<set>/text, as ESPnet lays them out
+  for dset in $test_sets; do
+    logdir=$asr_exp/${inf_tag}_sizes/$dset/logdir; mkdir -p $logdir
+    n=$(wc -l < $dumpdir/raw/$dset/wav.scp); _nj=$(( inference_nj < n ? inference_nj : n ))
+    split_scp $dumpdir/raw/$dset/wav.scp $_nj $logdir
+    log "  decoding sizes $subnets on $dset ($n utts, $_nj jobs) -> $asr_exp/${inf_tag}_size*/$dset (logs: $logdir)"
+    ${decode_cmd} JOB=1:$_nj $logdir/asr_inference.JOB.log \
+      OMP_NUM_THREADS=$job_threads $python -m espnet_supernet.bin.asr_inference --subnet $subnets --ngpu 0 --batch_size 1 \
+        --data_path_and_name_and_type $dumpdir/raw/$dset/wav.scp,speech,sound \
+        --key_file $logdir/keys.JOB.scp \
+        --asr_train_config $asr_exp/config.yaml --asr_model_file $model_file \
+        "${lm_opts[@]}" --output_dir "$asr_exp/${inf_tag}_size{subnet}/$dset/logdir/output.JOB" \
+        ${inference_config:+--config $inference_config} ${inference_args}
+    for size in $subnets; do
+      dir=$asr_exp/${inf_tag}_size${size}/$dset
+      for n in $(seq $_nj); do cat $dir/logdir/output.$n/1best_recog/text; done \
         | LC_ALL=C sort > $dir/text
     done
   done
