@@ -226,3 +226,42 @@ def train_config(config: str, components: bool) -> dict:
                 postencoder=None, postencoder_conf={}, decoder=None, decoder_conf={},
                 ctc_conf={}, joint_net_conf=None, token_list=[f"t{i}" for i in range(300)],
                 init=None, aux_ctc_tasks=[])
+
+
+def build_transducer(config: Path, tmp: Path, tokens: Sequence[str],
+                     model_conf: Optional[dict] = None):
+    """``supernet_transducer`` (training mode) and its optimizer from a recipe config, with
+    ``tokens`` as the token list and ``model_conf`` entries overriding the config's."""
+    import yaml
+
+    from espnet_supernet.tasks.asr import SupernetASRTask
+
+    conf = yaml.safe_load(Path(config).read_text())
+    conf["model_conf"] = {**conf.get("model_conf", {}), **(model_conf or {})}
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    args = SupernetASRTask.get_parser().parse_args([
+        "--config", str(path), "--token_list", str(tmp / "tokens.txt"),
+        "--output_dir", str(tmp), "--normalize", "none", "--token_type", "char",
+    ])  # fmt: skip
+    args.token_list = list(tokens)
+    torch.manual_seed(0)
+    model = SupernetASRTask.build_model(args).train()
+    optimizer = SupernetASRTask.build_optimizers(args, model)[0]
+    return model, optimizer
+
+
+def transducer_batch(batch: int, seconds: float, tokens_per_second: float, vocab: int):
+    """Random speech (16 kHz, lengths descending to 0.75 of ``seconds``) and random token
+    targets (ids 2 .. vocab - 2), ``tokens_per_second`` per utterance second."""
+    gen = torch.Generator().manual_seed(0)
+    lens = [int(16000 * seconds * (1 - 0.25 * i / max(1, batch - 1))) for i in range(batch)]
+    speech = torch.randn(batch, lens[0], generator=gen) * 0.1
+    for i, n in enumerate(lens):
+        speech[i, n:] = 0
+    counts = [max(1, int(n / 16000 * tokens_per_second)) for n in lens]
+    text = torch.full((batch, max(counts)), -1, dtype=torch.long)
+    for i, n in enumerate(counts):
+        text[i, :n] = torch.randint(2, vocab - 1, (n,), generator=gen)
+    return dict(speech=speech, speech_lengths=torch.tensor(lens), text=text,
+                text_lengths=torch.tensor(counts))

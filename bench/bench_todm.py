@@ -47,10 +47,15 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import interleaved, machine_info, median_ratio  # noqa: E402
+from bench_common import (  # noqa: E402
+    build_transducer,
+    interleaved,
+    machine_info,
+    median_ratio,
+    transducer_batch,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "egs2/librispeech/supernet/conf/train_todm_mhssm_demo.yaml"
@@ -64,39 +69,6 @@ EPOCH_RESULTS = re.compile(r"(?P<epoch>\d+)epoch results: \[train\] .*?"
 QUICK = dict(batch=2, seconds=2.0, repeats=2, warmup=1)
 
 
-def build_model(config: Path, tmp: Path):
-    """``supernet_transducer`` and its optimizer from a recipe config."""
-    from espnet_supernet.tasks.asr import SupernetASRTask
-
-    conf = yaml.safe_load(config.read_text())
-    path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(conf))
-    args = SupernetASRTask.get_parser().parse_args([
-        "--config", str(path), "--token_list", str(tmp / "tokens.txt"),
-        "--output_dir", str(tmp), "--normalize", "none", "--token_type", "char",
-    ])  # fmt: skip
-    args.token_list = list(TOKENS)
-    torch.manual_seed(0)
-    model = SupernetASRTask.build_model(args).train()
-    optimizer = SupernetASRTask.build_optimizers(args, model)[0]
-    return model, optimizer
-
-
-def make_batch(batch: int, seconds: float, chars_per_second: float, vocab: int):
-    """Random speech (16 kHz, descending lengths) and character targets."""
-    gen = torch.Generator().manual_seed(0)
-    lens = [int(16000 * seconds * (1 - 0.25 * i / max(1, batch - 1))) for i in range(batch)]
-    speech = torch.randn(batch, lens[0], generator=gen) * 0.1
-    for i, n in enumerate(lens):
-        speech[i, n:] = 0
-    chars = [max(1, int(n / 16000 * chars_per_second)) for n in lens]
-    text = torch.full((batch, max(chars)), -1, dtype=torch.long)
-    for i, n in enumerate(chars):
-        text[i, :n] = torch.randint(2, vocab - 1, (n,), generator=gen)
-    return dict(speech=speech, speech_lengths=torch.tensor(lens), text=text,
-                text_lengths=torch.tensor(chars))
-
-
 def run(args: argparse.Namespace) -> dict:
     import tempfile
 
@@ -104,9 +76,9 @@ def run(args: argparse.Namespace) -> dict:
     loadavg_start = os.getloadavg()
     wall = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        model, optimizer = build_model(Path(args.config), Path(tmp))
+        model, optimizer = build_transducer(Path(args.config), Path(tmp), TOKENS)
     names: List[str] = list(model.subnet_names)
-    batch = make_batch(args.batch, args.seconds, args.chars_per_second, len(TOKENS))
+    batch = transducer_batch(args.batch, args.seconds, args.chars_per_second, len(TOKENS))
     full_plan, kd_weight, num_random = model.plan, model.kd_weight, model.num_random
 
     def step() -> None:

@@ -348,6 +348,28 @@ def todm_bench() -> str:
         f"{d['repeats']}; goal ≤ {d['goal']}. " + source(BENCH / "todm_demo.json"))
 
 
+@table("bench.pruned_rnnt_paper")
+def pruned_rnnt_bench() -> str:
+    d = load(BENCH / "pruned_rnnt_paper.json")
+    gb, rows = 1e9, []
+    for loss, runs in d["runs"].items():
+        proj = d["projection"][loss]
+        for r in runs:
+            rows.append([loss, r["batch"], f"{r['frames']} × {r['max_tokens'] + 1}",
+                         f"{r['update_ms'] / 1000:.1f} s", f"{r['step_peak'] / gb:.2f} GB",
+                         f"{proj['bytes_per_utterance'] / gb:.2f} GB", proj["max_batch"]])
+    head = ["RNN-T loss", "batch", "T × (U + 1)", "update", "peak memory of the update",
+            "per utterance", f"largest batch, {d['gpu_gb']:.0f} GB GPU"]
+    return markdown(head, rows, "lr" + "r" * 5) + (
+        f"\n\n`{d['config']}`, vocabulary {d['vocab']}, utterances ≤ {d['seconds']:g} s, "
+        f"{d['tokens_per_second']:g} tokens/s, {d['threads']} threads, median of "
+        f"{d['repeats']} after {d['warmup']} warm-up; at batch {d['at_batch']} the pruned "
+        f"update takes {d['pruned_vs_full_step_peak']:.3f} of the full one's memory and "
+        f"{d['pruned_vs_full_time']:.3f} of its time. The config's `batch_bins` is about "
+        f"{d['paper_batch_per_gpu']:.0f} such utterances per GPU on 4 GPUs. "
+        + source(BENCH / "pruned_rnnt_paper.json"))
+
+
 @table("bench.bn_stats")
 def bn_bench() -> str:
     rows = []
