@@ -4,8 +4,8 @@ The export keeps the size's first ``depth`` MH-SSM blocks and, in each, the firs
 ``width`` fraction of every FFN's hidden units and of every SSM head's channels: a
 ``supernet_mhssm`` encoder built with exactly those sizes (``num_blocks``,
 ``linear_units``, ``ssm_head_dim``) and no other subnet, so the model holds only the
-weights the size computes with, runs it at full speed and streams
-(``forward_streaming`` needs the full network, which the size now is). The transducer
+weights the size computes with, runs it at full speed and streams (as the supernet
+streams at that size). The transducer
 decoder, joint network, front end and normalisation are copied as they are; the model
 stays ``model: supernet_transducer`` (ESPnet's own transducer model needs
 ``warprnnt_pytorch`` to build) and decodes with ``asr_inference``.

@@ -96,21 +96,25 @@ class DiagonalSSM(torch.nn.Module):
         y = 2.0 * (c * state).sum(-1).real + self.d * u_t
         return y, state
 
-    def forward_chunk(self, u: torch.Tensor, state: Optional[torch.Tensor] = None
+    def forward_chunk(self, u: torch.Tensor, state: Optional[torch.Tensor] = None,
+                      channels: Optional[torch.Tensor] = None
                       ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Streaming form: a chunk (B, L, C) after ``state`` -> (B, L, C), state after it.
+        """Streaming form: a chunk (B, L, C') after ``state`` (B, C', N/2) -> (B, L, C'),
+        the state after it; ``channels`` (C',) as in :meth:`forward`.
 
         The output is the chunk's own convolution plus the carried state's decay into
         it, so chunk by chunk equals :meth:`forward` on the whole sequence.
         """
         if state is None:
             state = self.initial_state(u.size(0))
+            if channels is not None:
+                state = state[:, : channels.numel()]
         length = u.size(1)
-        dt_a, b_bar, c = self.discrete()
+        dt_a, b_bar, c = self.discrete(channels)
         steps = torch.arange(length, device=u.device, dtype=torch.float32)
         decay = torch.exp(dt_a[..., None] * (steps + 1.0))  # (C, N/2, L): A^(l+1)
         carried = 2.0 * torch.einsum("cn,bcn,cnl->blc", c, state, decay).real
-        y = self.forward(u) + carried
+        y = self.forward(u, channels) + carried
         # new state: A^L s + sum_j A^(L-1-j) B_bar u_j
         back = torch.exp(dt_a[..., None] * (length - 1.0 - steps))  # (C, N/2, L)
         new_state = decay[..., -1] * state + torch.einsum(

@@ -10,7 +10,7 @@ depends on past input only (up to the subsampling's receptive field): a streamin
 run chunk by chunk with :meth:`MHSSMEncoder.forward_streaming`.
 """
 
-from typing import List, NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,7 @@ from espnet_supernet.nets.chunked_subsampling import (
     chunked_subsampling,
     receptive_field,
 )
+from espnet_supernet.nets.elastic_feed_forward import elastic_feed_forward
 from espnet_supernet.nets.fast_dropout import use_fast_dropout
 from espnet_supernet.nets.multi_head_ssm import MultiHeadSSM
 
@@ -188,6 +189,27 @@ class MHSSMEncoder(AbsEncoder):
             xs, masks = layer(xs, masks)
         return xs
 
+    def streaming_layers(self) -> Sequence[torch.nn.Module]:
+        """The blocks a stream runs through (all of them)."""
+        return self.encoders
+
+    @staticmethod
+    def stream_block(layer: torch.nn.Module, xs: torch.Tensor, ssm: Optional[torch.Tensor],
+                     conv: Optional[torch.Tensor], ffn_gate=1, ssm_width: Optional[int] = None
+                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One pre-norm block on a chunk (B, L, D) with its SSM state and conv cache ->
+        output, new state, new cache; ``ffn_gate`` / ``ssm_width`` narrow the FFNs and the
+        MH-SSM heads (``elastic_feed_forward``, ``MultiHeadSSM.forward_chunk``)."""
+        xs = xs + layer.ff_scale * elastic_feed_forward(
+            layer.feed_forward_macaron, layer.norm_ff_macaron(xs), ffn_gate)
+        h, ssm = layer.self_attn.mhssm.forward_chunk(layer.norm_mha(xs), ssm, ssm_width)
+        xs = xs + h
+        h, conv = layer.conv_module.forward_chunk(layer.norm_conv(xs), conv)
+        xs = xs + h
+        xs = layer.norm_final(xs + layer.ff_scale * elastic_feed_forward(
+            layer.feed_forward, layer.norm_ff(xs), ffn_gate))
+        return xs, ssm, conv
+
     @torch.no_grad()
     def forward_streaming(self, chunk: torch.Tensor, state: Optional[StreamingState] = None
                           ) -> Tuple[torch.Tensor, StreamingState]:
@@ -219,12 +241,7 @@ class MHSSMEncoder(AbsEncoder):
                 features=feats)
         xs, _ = chunked_subsampling(self.embed, feats, None)
         ssm, conv = list(state.ssm), list(state.conv)
-        for i, layer in enumerate(self.encoders):
-            xs = xs + layer.ff_scale * layer.feed_forward_macaron(layer.norm_ff_macaron(xs))
-            h, ssm[i] = layer.self_attn.mhssm.forward_chunk(layer.norm_mha(xs), ssm[i])
-            xs = xs + h
-            h, conv[i] = layer.conv_module.forward_chunk(layer.norm_conv(xs), conv[i])
-            xs = xs + h
-            xs = layer.norm_final(xs + layer.ff_scale * layer.feed_forward(layer.norm_ff(xs)))
+        for i, layer in enumerate(self.streaming_layers()):
+            xs, ssm[i], conv[i] = self.stream_block(layer, xs, ssm[i], conv[i])
         xs = self.after_norm(xs)
         return xs, StreamingState(feats[:, xs.size(1) * stride:], ssm, conv)

@@ -70,8 +70,16 @@ class MultiHeadSSM(torch.nn.Module):
         return F.linear(gated, self.out_proj.weight.index_select(1, gated_idx),
                         self.out_proj.bias)
 
-    def forward_chunk(self, x: torch.Tensor, state: Optional[torch.Tensor] = None
-                      ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Streaming: a chunk (B, L, D) after ``state`` -> output, the state after it."""
-        y, state = self.ssm.forward_chunk(self.in_proj(x), state)
-        return self.out_proj(self.dropout(self._gate(y))), state
+    def forward_chunk(self, x: torch.Tensor, state: Optional[torch.Tensor] = None,
+                      width: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Streaming: a chunk (B, L, D) after ``state`` -> output, the state after it;
+        ``width`` as in :meth:`forward` (the state then holds only the kept channels)."""
+        if width is None or width >= self.head_dim:
+            y, state = self.ssm.forward_chunk(self.in_proj(x), state)
+            return self.out_proj(self.dropout(self._gate(y))), state
+        ssm_idx, gated_idx = self.width_channels(width)
+        u = F.linear(x, self.in_proj.weight.index_select(0, ssm_idx),
+                     self.in_proj.bias.index_select(0, ssm_idx))
+        y, state = self.ssm.forward_chunk(u, state, ssm_idx)
+        return F.linear(self.dropout(self._gate(y)), self.out_proj.weight.index_select(1, gated_idx),
+                        self.out_proj.bias), state

@@ -84,23 +84,30 @@ class SupernetMHSSMEncoder(MHSSMEncoder):
         return fixed + spec["depth"] * block
 
     # ------------------------------------------------------------------ forward
-    def forward_blocks(self, xs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """The active subnet's blocks, at its width, on (B, T', D)."""
-        spec = self.subnets[self.active]
-        ffn, per_head = self.widths(spec)
+    def _widths_and_gate(self):
+        """(FFN gate, SSM channels per head) of the active subnet: a ``UnitSlice`` of the
+        kept hidden units (1 when all are kept) and the MH-SSM width."""
+        ffn, per_head = self.widths(self.subnets[self.active])
         gate = 1 if ffn == self.ffn_units else UnitSlice.of(list(range(ffn)), [0],
                                                             ffn / self.ffn_units)
-        for layer in self.encoders[: spec["depth"]]:
+        return gate, per_head
+
+    def forward_blocks(self, xs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """The active subnet's blocks, at its width, on (B, T', D)."""
+        gate, per_head = self._widths_and_gate()
+        for layer in self.streaming_layers():
             xs = self._block(layer, xs, gate, per_head)
         return xs
 
-    def forward_streaming(self, chunk: torch.Tensor, state=None):
-        """Streaming (see ``MHSSMEncoder.forward_streaming``) of the full network only."""
-        spec = self.subnets[self.active]
-        if spec != {"depth": self.num_blocks, "width": 1.0}:
-            raise ValueError(f"streaming runs the full network; subnet {self.active!r} "
-                             f"({spec}) does not stream yet: decode it whole-utterance")
-        return super().forward_streaming(chunk, state)
+    def streaming_layers(self):
+        """The active subnet's blocks (its first ``depth``)."""
+        return self.encoders[: self.subnets[self.active]["depth"]]
+
+    def stream_block(self, layer, xs, ssm, conv, ffn_gate=None, ssm_width=None):
+        """``MHSSMEncoder.stream_block`` at the active subnet's width: a stream of any
+        named size equals that size's whole-utterance output."""
+        gate, per_head = self._widths_and_gate()
+        return super().stream_block(layer, xs, ssm, conv, gate, per_head)
 
     @staticmethod
     def _block(layer, x: torch.Tensor, gate, per_head: int) -> torch.Tensor:

@@ -31,17 +31,27 @@ def test_names_ordered_by_size_and_full_equals_the_plain_encoder():
         SupernetMHSSMEncoder(**TINY, subnets={"x": {"depth": 4, "width": 1.0}})
 
 
-def test_streams_the_full_network_and_refuses_other_sizes():
+def test_every_size_streams_as_it_decodes_whole():
     enc = make()
     x = torch.randn(1, 90, 20)
-    with torch.no_grad():
-        whole = enc(x, torch.tensor([90]))[0]
-    first, state = enc.forward_streaming(x[:, :40])
-    rest, _ = enc.forward_streaming(x[:, 40:], state)
-    torch.testing.assert_close(torch.cat([first, rest], 1), whole, atol=1e-4, rtol=1e-4)
-    enc.set_named_subnet("small")
-    with pytest.raises(ValueError, match="subnet 'small'.*does not stream"):
-        enc.forward_streaming(x)
+    outs = {}
+    for name in enc.subnet_names:  # small: 1 block at half width; mid: 2 at 0.75; full
+        enc.set_named_subnet(name)
+        with torch.no_grad():
+            whole = enc(x, torch.tensor([90]))[0]
+        pieces, state = [], None
+        for start in range(0, 90, 17):  # chunks that do not align with the subsampling
+            out, state = enc.forward_streaming(x[:, start:start + 17], state)
+            pieces.append(out)
+        streamed = torch.cat(pieces, 1)
+        assert streamed.shape == whole.shape == (1, 21, 16), name
+        torch.testing.assert_close(streamed, whole, atol=1e-4, rtol=1e-4)
+        outs[name] = streamed
+        # a narrow size carries only its kept SSM channels: 2 heads x its width
+        expected = 2 * enc.widths(enc.subnets[name])[1]
+        assert [s.size(1) for s in state.ssm[: enc.subnets[name]["depth"]]] == \
+            [expected] * enc.subnets[name]["depth"], name
+    assert not torch.allclose(outs["small"], outs["full"], atol=1e-3)
 
 
 def test_parameter_counts_per_size():
