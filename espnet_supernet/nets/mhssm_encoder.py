@@ -189,9 +189,13 @@ class MHSSMEncoder(AbsEncoder):
             xs, masks = layer(xs, masks)
         return xs
 
-    def streaming_layers(self) -> Sequence[torch.nn.Module]:
-        """The blocks a stream runs through (all of them)."""
+    def active_layers(self) -> Sequence[torch.nn.Module]:
+        """The blocks the encoder runs through (all of them)."""
         return self.encoders
+
+    def active_widths(self):
+        """(FFN gate, SSM channels per head) of ``stream_block``: every unit here."""
+        return 1, None
 
     @staticmethod
     def stream_block(layer: torch.nn.Module, xs: torch.Tensor, ssm: Optional[torch.Tensor],
@@ -241,7 +245,8 @@ class MHSSMEncoder(AbsEncoder):
                 features=feats)
         xs, _ = chunked_subsampling(self.embed, feats, None)
         ssm, conv = list(state.ssm), list(state.conv)
-        for i, layer in enumerate(self.streaming_layers()):
-            xs, ssm[i], conv[i] = self.stream_block(layer, xs, ssm[i], conv[i])
+        gate, width = self.active_widths()
+        for i, layer in enumerate(self.active_layers()):
+            xs, ssm[i], conv[i] = self.stream_block(layer, xs, ssm[i], conv[i], gate, width)
         xs = self.after_norm(xs)
         return xs, StreamingState(feats[:, xs.size(1) * stride:], ssm, conv)

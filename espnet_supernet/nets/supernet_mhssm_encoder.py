@@ -84,30 +84,25 @@ class SupernetMHSSMEncoder(MHSSMEncoder):
         return fixed + spec["depth"] * block
 
     # ------------------------------------------------------------------ forward
-    def _widths_and_gate(self):
+    def active_widths(self):
         """(FFN gate, SSM channels per head) of the active subnet: a ``UnitSlice`` of the
-        kept hidden units (1 when all are kept) and the MH-SSM width."""
+        kept hidden units (1 when all are kept) and the MH-SSM width; the whole-utterance
+        forward and the stream (``MHSSMEncoder.forward_streaming``) both use it."""
         ffn, per_head = self.widths(self.subnets[self.active])
         gate = 1 if ffn == self.ffn_units else UnitSlice.of(list(range(ffn)), [0],
                                                             ffn / self.ffn_units)
         return gate, per_head
 
-    def forward_blocks(self, xs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """The active subnet's blocks, at its width, on (B, T', D)."""
-        gate, per_head = self._widths_and_gate()
-        for layer in self.streaming_layers():
-            xs = self._block(layer, xs, gate, per_head)
-        return xs
-
-    def streaming_layers(self):
+    def active_layers(self):
         """The active subnet's blocks (its first ``depth``)."""
         return self.encoders[: self.subnets[self.active]["depth"]]
 
-    def stream_block(self, layer, xs, ssm, conv, ffn_gate=None, ssm_width=None):
-        """``MHSSMEncoder.stream_block`` at the active subnet's width: a stream of any
-        named size equals that size's whole-utterance output."""
-        gate, per_head = self._widths_and_gate()
-        return super().stream_block(layer, xs, ssm, conv, gate, per_head)
+    def forward_blocks(self, xs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """The active subnet's blocks, at its width, on (B, T', D)."""
+        gate, per_head = self.active_widths()
+        for layer in self.active_layers():
+            xs = self._block(layer, xs, gate, per_head)
+        return xs
 
     @staticmethod
     def _block(layer, x: torch.Tensor, gate, per_head: int) -> torch.Tensor:
