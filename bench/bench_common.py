@@ -186,6 +186,30 @@ def machine_info(threads: int, loadavg_start: Sequence[float]) -> dict:
     }
 
 
+def build_encoders(config: str, components: bool = False):
+    """(stock ConformerEncoder, SupernetConformerEncoder with the stock's weights)."""
+    from espnet2.asr.encoder.conformer_encoder import ConformerEncoder
+
+    from espnet_supernet.nets.supernet_conformer_encoder import SupernetConformerEncoder
+
+    arch = dict(CONFIGS[config])
+    sizes = arch.pop("subnet_sizes")
+    stock = ConformerEncoder(**{**COMMON, **arch})
+    # Non-trivial BatchNorm statistics, so that the output comparison covers them.
+    with torch.no_grad():
+        for layer in stock.encoders:
+            bn = layer.conv_module.norm
+            bn.running_mean.normal_(0.0, 0.1)
+            bn.running_var.uniform_(0.5, 1.5)
+    elastic = dict(ffn_chunks=4, prune_heads=True) if components else {}
+    supernet = SupernetConformerEncoder(
+        **{**COMMON, **arch}, subnet_sizes=sizes, subnet_rule="layers", bn_stats="per_size",
+        **elastic,
+    )
+    supernet.load_state_dict(stock.state_dict(), strict=True)
+    return stock, supernet
+
+
 def build_supernet(config: str, components: bool):
     """A ``SupernetASRModel`` (CTC, no frontend) of the bench config, eval mode."""
     from espnet2.asr.ctc import CTC

@@ -17,6 +17,12 @@ seeds (the alone runs with ``model_conf.train_only``); stage 13 publishes each r
   size is paired with the alone size of the same name (a module count) or else the one of
   nearest encoder cost (FLOPs, or parameters for ``criterion: params``), as the papers
   compare a learned size with the model of that size trained from scratch;
+- better, a learned size is compared with its own subnet trained alone: the alone runs of
+  ``data/alone_config.py``'s config (``selection: static`` with the learned masks of the
+  one job of the same seed in ``encoder_conf.subnet_masks``), paired by name and seed; a
+  run whose subnet's parameter count differs from the one job's of its seed is not its
+  own subnet and is left out (with a warning). Both comparisons are written when both
+  kinds of alone runs exist;
 - a comparison needs equal budgets: the same updates in every run and the same decoding
   (inference config, LM or not); otherwise it is not written and the reason is logged;
 - per size and test set: the one job's and the alone runs' WER, mean and range over seeds,
@@ -57,7 +63,8 @@ class Comparison(NamedTuple):
     onejob: Dict[int, Run]
     alone: Dict[str, Dict[int, Run]]  # alone size -> seed -> run
     pairs: Dict[str, str]  # one job's size -> the alone size it is compared with
-    learned: bool = False  # the one job learned its sizes (alone: the static config's)
+    learned: bool = False  # the one job learned its sizes
+    own_masks: bool = False  # learned: alone runs of its own masks (else the static sizes)
 
 
 def read_run(record: Path) -> Optional[Run]:
@@ -92,8 +99,13 @@ SANDWICH_ONLY = ("max_weight", "min_weight", "random_weight", "num_random",
 # what a learned selection adds to the static config: the method and the units it can prune
 # (with every unit on, chunked FFNs and prunable heads compute what the plain modules do)
 SELECTION_ONLY = ("selection", "selection_conf")
-SELECTION_ONLY_ENCODER = ("subnet_sizes", "subnet_rule", "ffn_chunks", "prune_heads",
-                          "adaptive_ffn_dropout")
+SELECTION_ONLY_ENCODER = ("subnet_sizes", "subnet_rule", "subnet_names", "subnet_masks",
+                          "ffn_chunks", "prune_heads", "adaptive_ffn_dropout")
+
+
+def has_masks(settings: dict) -> bool:
+    """True for a run whose sizes are explicit masks (e.g. a learned subnet alone)."""
+    return bool((settings.get("encoder_conf") or {}).get("subnet_masks"))
 
 
 def _key(settings: dict, drop_config: bool, drop_model: Sequence[str],
@@ -147,9 +159,56 @@ def pair_sizes(onejob: Sequence[Run], alone: Dict[str, Dict[int, Run]],
     return pairs
 
 
+def _own_subnet_runs(onejob: Dict[int, Run], alone: Sequence[Run]) -> List[Run]:
+    """The alone runs that trained the learned subnet of the one job of their seed (same
+    name, same encoder parameter count)."""
+    own = []
+    for r in alone:
+        one = onejob.get(r.seed)
+        mine = one.cost.get(r.train_only) if one is not None else None
+        if mine is None or r.cost.get(r.train_only, (None,))[0] != mine[0]:
+            logging.warning(f"{r.name}: not the learned subnet {r.train_only} of a one-job "
+                            f"run of seed {r.seed} (no such run, or another parameter "
+                            "count); left out of the comparison")
+            continue
+        own.append(r)
+    return own
+
+
+def _comparison(title: str, onejob: List[Run], alone: List[Run], learned: bool,
+                own_masks: bool) -> Optional[Comparison]:
+    """The comparison of ``onejob`` with ``alone`` runs, None under unequal budgets."""
+    budgets = {(r.updates, r.decoding) for r in onejob + alone}
+    if len(budgets) > 1:
+        logging.warning(f"{title}: not an equal budget, no comparison written: " +
+                        "; ".join(f"{r.name}: {r.updates} updates, {r.decoding[0]}"
+                                  f"{' + LM' if r.decoding[1] else ''}"
+                                  for r in onejob + alone))
+        return None
+    by_seed: Dict[int, Run] = {}
+    for r in sorted(onejob, key=lambda r: r.name):
+        by_seed.setdefault(r.seed, r)  # two runs of one seed: the first by name
+    if own_masks:
+        alone = _own_subnet_runs(by_seed, alone)
+        if not alone:
+            return None
+    sizes: Dict[str, Dict[int, Run]] = {}
+    for r in sorted(alone, key=lambda r: r.name):
+        sizes.setdefault(r.train_only, {}).setdefault(r.seed, r)
+    if learned and not own_masks:
+        criterion = (onejob[0].settings.get("selection_conf") or {}).get("criterion")
+        pairs = pair_sizes(list(by_seed.values()), sizes, str(criterion))
+    else:
+        pairs = {size: size for size in sizes}
+    if not pairs:  # e.g. a learned selection and static sizes without recorded costs
+        return None
+    return Comparison(title, by_seed, sizes, pairs, learned, own_masks)
+
+
 def comparisons(results_dir: Path) -> List[Comparison]:
     """Every config in ``results_dir`` with a one-job run and at least one alone run
-    under equal budgets (same updates, same decoding), titled by its config."""
+    under equal budgets (same updates, same decoding), titled by its config (a learned
+    selection's comparison with its own subnets alone: ", each learned subnet alone")."""
     runs = [run for run in (read_run(p) for p in sorted(Path(results_dir).iterdir())
                             if p.is_dir()) if run is not None]
     groups: Dict[str, List[Run]] = {}
@@ -165,28 +224,16 @@ def comparisons(results_dir: Path) -> List[Comparison]:
         key = alone_key(onejob[0].settings, learned)
         alone = [r for r in runs if r.train_only is not None and not is_learned(r.settings)
                  and alone_key(r.settings, learned) == key]
-        if not alone:
-            continue
         title = str(onejob[0].settings.get("config"))
-        budgets = {(r.updates, r.decoding) for r in onejob + alone}
-        if len(budgets) > 1:
-            logging.warning(f"{title}: not an equal budget, no comparison written: " +
-                            "; ".join(f"{r.name}: {r.updates} updates, {r.decoding[0]}"
-                                      f"{' + LM' if r.decoding[1] else ''}"
-                                      for r in onejob + alone))
-            continue
-        by_seed: Dict[int, Run] = {}
-        for r in sorted(onejob, key=lambda r: r.name):
-            by_seed.setdefault(r.seed, r)  # two runs of one seed: the first by name
-        sizes: Dict[str, Dict[int, Run]] = {}
-        for r in sorted(alone, key=lambda r: r.name):
-            sizes.setdefault(r.train_only, {}).setdefault(r.seed, r)
+        kinds = [(title, [r for r in alone if not (learned and has_masks(r.settings))], False)]
         if learned:
-            criterion = (onejob[0].settings.get("selection_conf") or {}).get("criterion")
-            pairs = pair_sizes(list(by_seed.values()), sizes, str(criterion))
-        else:
-            pairs = {size: size for size in sizes}
-        found.append(Comparison(title, by_seed, sizes, pairs, learned))
+            kinds.append((f"{title}, each learned subnet alone",
+                          [r for r in alone if has_masks(r.settings)], True))
+        for kind_title, kind_alone, own in kinds:
+            comp = _comparison(kind_title, onejob, kind_alone, learned, own) if kind_alone \
+                else None
+            if comp is not None:
+                found.append(comp)
     titles = [c.title for c in found]
     found = [c._replace(title=f"{c.title} ({min(r.name for r in c.onejob.values())})")
              if titles.count(c.title) > 1 else c for c in found]
@@ -263,7 +310,13 @@ def comparison_markdown(comp: Comparison) -> str:
         "| size | test set | one job | alone | difference | verdict | seeds (one job / alone) |",
         "|---|---|---:|---:|---:|---|---|",
     ]
-    if comp.learned:
+    if comp.own_masks:
+        lines[0] += (" The one job learned its sizes; each is compared with its own subnet "
+                     "(the learned mask of the one job of the same seed, "
+                     "`espnet_supernet.bin.alone_config`) trained alone from scratch "
+                     "(`model_conf.train_only`); `size` gives the encoder cost (parameters, "
+                     "GFLOPs per second of audio; mean over seeds).")
+    elif comp.learned:
         lines[0] += (" The one job learned its sizes; each is compared with the static size "
                      "trained alone (`model_conf.train_only`, same encoder and updates) of the "
                      "same name, else of the nearest encoder cost; `size` gives both and the "
@@ -273,7 +326,10 @@ def comparison_markdown(comp: Comparison) -> str:
         one_seeds, alone_seeds = row["seeds"]
         diff = _signed_spread(row["diff"]) if row["diff"] else "-"
         size = row["size"]
-        if comp.learned:
+        if comp.own_masks:
+            (p1, f1), _ = row["cost"]
+            size = f"{size} ({p1 / 1e6:.2f}M, {f1:.3f})"
+        elif comp.learned:
             (p1, f1), (p2, f2) = row["cost"]
             size = (f"{size} vs {row['alone_size']} ({p1 / 1e6:.2f}M / {p2 / 1e6:.2f}M, "
                     f"{f1:.3f} / {f2:.3f})")

@@ -185,3 +185,38 @@ def test_a_learned_selection_needs_the_same_encoder(results):
     record(results, "wide_seed1", 1, {("0.55", "dev"): 50.0}, config="conf/w.yaml",
            selection=("ortho_softmax", {}), encoder_conf=dict(output_size=512))
     assert "conf/w.yaml" not in {c.title for c in comparisons(results)}
+
+
+def test_a_learned_size_is_compared_with_its_own_subnet_alone(results):
+    # an OrthoSoftmax one job with seeds 1 and 2, and its learned subnet 0.55 of each seed
+    # trained alone (data/alone_config.py: selection static, the one job's masks)
+    ortho = ("ortho_softmax", dict(criterion="flops", budgets=[0.55, 1.0]))
+    for seed, params in ((1, 2.0e6), (2, 2.1e6)):
+        record(results, f"ortho_seed{seed}", seed, {("0.55", "dev"): 50.0 + seed,
+                                                    ("1.0", "dev"): 41.0},
+               config="conf/ortho.yaml", selection=ortho, seconds=900,
+               cost={"0.55": (params, 0.15), "1.0": (3.4e6, 0.29)})
+        record(results, f"ortho_alone0.55_seed{seed}", seed, {("0.55", "dev"): 54.0 - seed},
+               train_only="0.55", seconds=400, config="exp/alone_conf/ortho_seed{seed}.yaml",
+               cost={"0.55": (params, 0.15)},
+               encoder_conf=dict(ffn_chunks=4, prune_heads=True, subnet_masks={"0.55": [1, 0]}))
+    # seed 2's mask trained under seed 1's name: another parameter count, not its subnet
+    record(results, "ortho_alone1.0_seed1", 1, {("1.0", "dev"): 30.0}, train_only="1.0",
+           cost={"1.0": (3.0e6, 0.2)},
+           encoder_conf=dict(ffn_chunks=4, prune_heads=True, subnet_masks={"1.0": [1, 1]}))
+    comps = {c.title: c for c in comparisons(results)}
+    own = comps["conf/ortho.yaml, each learned subnet alone"]
+    assert own.own_masks and own.pairs == {"0.55": "0.55"}  # 1.0's run left out
+    (row,) = comparison_rows(own)
+    assert row["onejob"] == [51.0, 52.0] and row["alone"] == [53.0, 52.0]
+    assert row["diff"] == [-2.0, 0.0]
+    text = comparison_markdown(own)
+    assert ("| 0.55 (2.05M, 0.150) | dev | 51.5 [51.0, 52.0] | 52.5 [52.0, 53.0] | "
+            "-1.0 [-2.0, +0.0] | mixed: within seed variation | 1,2 / 1,2 |") in text
+    assert "its own subnet" in text and "one job 15.0 min; the 1 alone jobs together 6.7 min" in text
+    # the own-mask runs are not static sizes: the nearest-cost comparison (static alone runs
+    # of the fixture, sizes 8 and 24, no costs recorded) pairs by name only, so none here
+    assert "conf/ortho.yaml" not in comps or not comps["conf/ortho.yaml"].own_masks
+    md = results.parent / "RESULTS.md"
+    update_results_md(md, results)
+    assert "## One job vs each size alone: conf/ortho.yaml, each learned subnet alone" in md.read_text()

@@ -15,9 +15,13 @@
 #   exp/asr_<tag>_alone<size>_seed<N>  model_conf.train_only=<size>: only that size trained
 #                                      and validated, on the same encoder, same updates
 # A learned selection config (Simple-Top-k, Iterative-Zero-Out, OrthoSoftmax) has no named
-# sizes before training: run its one job only (--runs onejob); the comparison pairs each
-# learned size with the alone run of the static config (same encoder and updates) whose
-# encoder cost is nearest (FLOPs, or parameters for a params-aware selection).
+# sizes before training: its alone runs train each learned subnet of the one job of the
+# same seed from scratch, with the one job's mask fixed (espnet_supernet.bin.alone_config
+# writes exp/alone_conf/<tag>_seed<N>.yaml from its subnets.json: selection static,
+# encoder_conf.subnet_masks), so the one job of a seed must be trained first (the default
+# --runs "onejob alone" does; --sizes picks learned size names). Stage 13 compares each
+# learned size with its own subnet alone, and also, when the static config's alone runs
+# exist with the same encoder and updates, with the static size of nearest encoder cost.
 # where <tag> is the config's name. The recipe's main run exp/asr_<tag> counts as the one
 # job of the seed its config.yaml holds (tools/demo.sh trains it with espnet2's default
 # seed 0), so `--seeds "0 1"` after the demo does not retrain it.
@@ -29,6 +33,7 @@
 set -euo pipefail
 me=$(realpath "$0")
 cd "$(dirname "$me")/.."
+. ./path.sh  # the project's Python (espnet_supernet.bin.alone_config)
 
 config=conf/train_supernet_conformer_demo.yaml
 seeds="1 2"
@@ -52,27 +57,23 @@ done
 [ -n "$seeds" ] || { echo "$0: --seeds is empty" >&2; exit 1; }
 tag=$(basename "$config" .yaml)
 python=${PYTHON:-python3}
-# the named sizes of the config, in order (sizes are encoder_conf.subnet_sizes)
-all_sizes=$($python - "$config" <<'PY'
+# whether the config learns its sizes (a selection other than static), and its named sizes
+# in order (encoder_conf.subnet_sizes; a learned selection's are checked per seed)
+read -r learned all_sizes < <($python - "$config" <<'PY'
 import sys, yaml
 conf = yaml.safe_load(open(sys.argv[1]))
-print(" ".join(str(s) for s in conf.get("encoder_conf", {}).get("subnet_sizes") or []))
+sizes = [str(s) for s in conf.get("encoder_conf", {}).get("subnet_sizes") or []]
+print("true" if conf.get("selection") not in (None, "none", "static") else "false", *sizes)
 PY
 )
-if [ -z "$all_sizes" ]; then
-  case " $runs " in *" alone "*)
-    echo "$0: $config names no encoder_conf.subnet_sizes, so it has no size to train alone" \
-      "(a learned selection finds its sizes in training). Run its one job with --runs onejob:" \
-      "stage 13 pairs each learned size with the static config's alone run of the nearest" \
-      "encoder cost, when both have the same updates (e.g. --train_args" \
-      "\"--max_epoch 6 --num_iters_per_epoch 282\" for the demo's)." >&2
-    exit 1 ;;
-  esac
+sizes_given=$sizes
+sizes=${sizes:-$all_sizes}
+if [ "$learned" = false ]; then
+  for size in $sizes; do
+    case " $all_sizes " in *" $size "*) ;; *)
+      echo "$0: size $size is not one of $config's sizes ($all_sizes)" >&2; exit 1 ;; esac
+  done
 fi
-for size in ${sizes:=$all_sizes}; do
-  case " $all_sizes " in *" $size "*) ;; *)
-    echo "$0: size $size is not one of $config's sizes ($all_sizes)" >&2; exit 1 ;; esac
-done
 
 scored() {  # exp name -> true if the run is scored (stage 13 done)
   [ "$force" != true ] && [ -f "exp/$1/score_summary.jsonl" ] && [ -f "exp/$1/checkpoint.pth" ]
@@ -81,14 +82,41 @@ config_seed() {  # exp name -> the seed its config.yaml holds
   $python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1])).get('seed', 0))" \
     "exp/$1/config.yaml"
 }
-run() {  # exp name (after asr_), training arguments...
-  local name=$1; shift
+onejob_exp() {  # seed -> the one job's exp name of that seed
+  if [ -f "exp/asr_$tag/subnets.json" ] && [ "$(config_seed "asr_$tag")" = "$1" ]; then
+    echo "asr_$tag"
+  else
+    echo "asr_${tag}_seed$1"
+  fi
+}
+run() {  # config, exp name (after asr_), training arguments...
+  local conf=$1 name=$2; shift 2
   if scored "asr_$name"; then
     echo "$0: exp/asr_$name is already scored; skipped (--force true retrains it)"
     return
   fi
-  ./run.sh --stage 11 --stop_stage 13 --asr_config "$config" --asr_tag "$name" \
+  ./run.sh --stage 11 --stop_stage 13 --asr_config "$conf" --asr_tag "$name" \
     --asr_args "$* $train_args" "${extra[@]}"
+}
+learned_alone() {  # seed: every (or each --sizes) learned subnet of its one job, alone
+  local seed=$1 one alone_conf names size
+  one=$(onejob_exp "$seed")
+  if [ ! -f "exp/$one/subnets.json" ]; then
+    echo "$0: seed $seed: exp/$one/subnets.json is missing: the learned subnets come from" \
+      "the one job of the same seed; train it first (--runs \"onejob alone\" does)" >&2
+    exit 1
+  fi
+  alone_conf=exp/alone_conf/${tag}_seed${seed}.yaml
+  $python -m espnet_supernet.bin.alone_config --config "$config" \
+    --subnets "exp/$one/subnets.json" --output "$alone_conf" > /dev/null
+  names=$($python -c "import json, sys; print(' '.join(json.load(open(sys.argv[1]))))" \
+    "exp/$one/subnets.json")
+  for size in ${sizes_given:-$names}; do
+    case " $names " in *" $size "*) ;; *)
+      echo "$0: size $size is not a learned size of exp/$one ($names)" >&2; exit 1 ;; esac
+    run "$alone_conf" "${tag}_alone${size}_seed${seed}" --seed "$seed" \
+      --model_conf "train_only=$size"
+  done
 }
 extra=("$@")
 
@@ -99,11 +127,16 @@ for seed in $seeds; do
         if scored "asr_$tag" && [ "$(config_seed "asr_$tag")" = "$seed" ]; then
           echo "$0: seed $seed: the one job is the main run exp/asr_$tag"
         else
-          run "${tag}_seed${seed}" --seed "$seed"
+          run "$config" "${tag}_seed${seed}" --seed "$seed"
         fi ;;
       alone)
+        if [ "$learned" = true ]; then
+          learned_alone "$seed"
+          continue
+        fi
         for size in $sizes; do
-          run "${tag}_alone${size}_seed${seed}" --seed "$seed" --model_conf "train_only=$size"
+          run "$config" "${tag}_alone${size}_seed${seed}" --seed "$seed" \
+            --model_conf "train_only=$size"
         done ;;
       *) echo "$0: unknown run '$part' (onejob alone)" >&2; exit 1 ;;
     esac
