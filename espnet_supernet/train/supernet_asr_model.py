@@ -88,7 +88,9 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         train_only: a subnet name: train and validate that size alone (every update
             only its loss, weight 1; no warm-up, stochastic depth or KD), the baseline of
             "each size trained alone with the same updates" on the same encoder: the
-            other sizes' exclusive parameters get no gradient. Static sizes only.
+            other sizes' exclusive parameters get no gradient. Static sizes only. A
+            number (``--model_conf train_only=0.55`` parses as a float) names the size of
+            that text.
 
     The selection method (``AbsSelection``) is attached by the task (``set_selection``);
     without one the configured masks are used from the start. With ``sparsity: omni``
@@ -128,7 +130,7 @@ class SupernetASRModel(SparseSubnetsMixin, ESPnetASRModel):
         stochastic_depth_mode: str = "batch",
         largest_warmup_steps: int = 0,
         subnet_weighting: str = "fixed",
-        train_only: Optional[Union[str, int]] = None,
+        train_only: Optional[Union[str, int, float]] = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)

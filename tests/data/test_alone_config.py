@@ -35,7 +35,7 @@ def test_learned_subnet_alone_trains_exactly_its_mask(tmp_path):
     assert derived["selection"] == "static" and "selection_conf" not in derived
     assert derived["encoder_conf"]["subnet_masks"] == {"0.5": COMPONENT_MASK, "1.0": FULL}
     assert derived["encoder_conf"]["ffn_chunks"] == 4  # the encoder is unchanged
-    derived["model_conf"]["train_only"] = "0.5"
+    derived["model_conf"]["train_only"] = 0.5  # as --model_conf train_only=0.5 parses it
     _, model = build_task_model(tmp_path, derived)
     assert model.subnet_names == ["0.5", "1.0"] and model.active_subnet == "0.5"
     rows = model.encoder.subnet_mask_table.tolist()
