@@ -165,6 +165,8 @@ def _own_subnet_runs(onejob: Dict[int, Run], alone: Sequence[Run]) -> List[Run]:
     own = []
     for r in alone:
         one = onejob.get(r.seed)
+        if not any(r.train_only in o.cost for o in onejob.values()):
+            continue  # a size this one job never learned: another config's run
         mine = one.cost.get(r.train_only) if one is not None else None
         if mine is None or r.cost.get(r.train_only, (None,))[0] != mine[0]:
             logging.warning(f"{r.name}: not the learned subnet {r.train_only} of a one-job "

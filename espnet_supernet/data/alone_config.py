@@ -18,6 +18,8 @@ from typing import Dict, List
 
 import yaml
 
+from espnet_supernet.data.alone_comparison import is_learned
+
 # encoder keys that name or build the sizes: replaced by the explicit masks
 SIZE_KEYS = ("subnet_sizes", "subnet_rule", "subnet_names", "subnet_masks")
 
@@ -41,7 +43,7 @@ def learned_alone_config(config: dict, subnets: Dict[str, dict]) -> dict:
     """``config`` (a learned selection's training config) with its selection replaced by
     the learned masks of ``subnets``: the same encoder, model, data and optimiser, every
     size now static. Raises ValueError for a config without a learned selection."""
-    if config.get("selection") in (None, "none", "static"):
+    if not is_learned(config):
         raise ValueError("the config has no learned selection (selection: simple_topk, "
                          "iterative_zero_out or ortho_softmax); its sizes are static "
                          "already: train them alone with model_conf.train_only=<size>")
