@@ -6,7 +6,8 @@ machine-readable and committed:
 
 - ``training.json``: the training budget and what it cost (updates, epochs, wall time per
   epoch and in total, from the reporter that ESPnet saves in ``checkpoint.pth``), the
-  key settings of the config and the last epoch's validation stats per size;
+  key settings of the config, the last epoch's validation stats per size and, for a
+  learned selection, the modules each size kept (``subnets.json``);
 - ``scores.json``: per size and test set, the word and character error counts of stage 13
   (re-scored from the hypothesis files) with the decoding config that produced them;
 - ``deploy.json``: stage 14's deployment rows (exported file sizes, latency, CTC greedy
@@ -54,7 +55,9 @@ def training_record(exp: Path) -> Dict[str, Any]:
 
     Returns:
         ``{"settings": {...}, "epochs": [{"epoch", "updates", "train_seconds",
-        "valid_seconds"}], "updates", "train_seconds", "valid_seconds", "valid": {...}}``.
+        "valid_seconds"}], "updates", "train_seconds", "valid_seconds", "valid": {...},
+        "subnets": {name: {"kept", "encoder_params"}}}`` (``subnets`` only when
+        ``subnets.json`` lists the kept modules: a learned selection).
 
     Raises:
         FileNotFoundError: ``config.yaml`` or ``checkpoint.pth`` is missing.
@@ -83,7 +86,7 @@ def training_record(exp: Path) -> Dict[str, Any]:
         settings["selection_conf"] = config["selection_conf"]
     settings["encoder_conf"] = {k: v for k, v in config.get("encoder_conf", {}).items()
                                 if not isinstance(v, (list, dict)) or k.startswith("subnet")}
-    return dict(
+    record = dict(
         settings=settings, epochs=epochs,
         updates=epochs[-1]["updates"] if epochs else 0,
         train_seconds=round(sum(e["train_seconds"] or 0.0 for e in epochs), 3),
@@ -91,6 +94,14 @@ def training_record(exp: Path) -> Dict[str, Any]:
         valid={key: _plain(value) for key, value in last.items()
                if key not in ("time", "total_count")},
     )
+    subnets_path = exp / "subnets.json"
+    if subnets_path.is_file():
+        subnets = json.loads(subnets_path.read_text())
+        if all("kept" in row for row in subnets.values()):
+            record["subnets"] = {name: dict(kept=row["kept"],
+                                            encoder_params=row["encoder_params"])
+                                 for name, row in subnets.items()}
+    return record
 
 
 def score_records(exp: Path) -> List[Dict[str, Any]]:

@@ -52,6 +52,18 @@ def test_a_learned_selection_records_its_selection_conf(tmp_path):
     assert settings["selection_conf"] == {"criterion": "params", "budgets": [0.5, 1.0]}
 
 
+def test_a_learned_selection_records_the_modules_each_size_kept(tmp_path):
+    exp = _fake_exp(tmp_path)
+    assert "subnets" not in training_record(exp)  # no subnets.json
+    (exp / "subnets.json").write_text(json.dumps({
+        "4": {"mask": [1, 0], "kept": ["block0.ffn"], "encoder_params": 7, "total_params": 9},
+        "8": {"mask": [1, 1], "kept": ["block0.ffn", "block1.conv"], "encoder_params": 10,
+              "total_params": 12}}))
+    assert training_record(exp)["subnets"] == {
+        "4": {"kept": ["block0.ffn"], "encoder_params": 7},
+        "8": {"kept": ["block0.ffn", "block1.conv"], "encoder_params": 10}}
+
+
 def test_publish_writes_the_records_and_scores_from_the_hypotheses(tmp_path):
     exp = _fake_exp(tmp_path)
     written = publish_run(exp, tmp_path / "results")
