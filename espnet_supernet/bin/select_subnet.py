@@ -8,8 +8,10 @@ Usage:
 
 Budgets: ``--max_params`` (parameters of the deployed model), ``--max_flops`` (encoder
 FLOPs per second of audio, the cost model of ``subnet_report``), ``--max_latency_ms``
-(encoder + CTC greedy on a fixed 10 s input, median of repeated runs measured HERE with
-``--threads`` threads, cached per machine in ``<exp>/latency_<machine>.json``). Absolute
+(encoder + CTC greedy on a fixed 10 s input with ``--threads`` threads: predicted by this
+machine's latency model ``<exp>/latency_model_<machine>.json`` when
+``espnet_supernet.bin.profile_device`` wrote it, else the median of repeated runs measured
+HERE, cached per machine in ``<exp>/latency_<machine>.json``). Absolute
 numbers take K/M/G suffixes; a number <= 1 is a fraction of the full model.
 
 Every size is listed with its parameters, FLOPs and latency measured here (FLOPs alone
@@ -38,7 +40,8 @@ def select(args: argparse.Namespace) -> dict:
     criterion, text = given[0]
     return select_subnet(args.exp, criterion, text, model_file=args.asr_model_file,
                          threads=args.threads, dev_set=args.dev_set, outdir=args.outdir,
-                         export=args.export, onnx=args.onnx)
+                         export=args.export, onnx=args.onnx,
+                         latency_model=args.latency_model)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -56,6 +59,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_latency_ms", default=None,
                         help="milliseconds for 10 s of audio on this machine")
     parser.add_argument("--threads", type=int, default=2, help="threads for --max_latency_ms")
+    parser.add_argument("--latency_model", default="auto",
+                        help="auto: predict latency with this machine's "
+                        "<exp>/latency_model_<machine>.json if profile_device wrote it, else "
+                        "measure; a path: predict with that file; none: measure")
     parser.add_argument("--dev_set", default="dev_clean")
     parser.add_argument("--outdir", type=Path, default=None,
                         help="default: <exp>/export/select_<criterion>_<budget>")

@@ -1,8 +1,9 @@
 """Pick the best subnet of a trained supernet that fits a deployment budget.
 
 Budgets are parameters of the deployed model, encoder FLOPs per second of audio (the cost
-model of ``subnet_report``) or CPU latency of encoder + CTC greedy on 10 s measured here
-(``export/latency.py``). Among the trained sizes that fit, the one with the lowest dev
+model of ``subnet_report``) or CPU latency of encoder + CTC greedy on 10 s: predicted by
+this machine's latency model when ``profile_device`` wrote one (``latency_model.py``),
+else measured here (``export/latency.py``). Among the trained sizes that fit, the one with the lowest dev
 (WER, CER) of stage 13 wins; an OrthoSoftmax supernet can realise any budget: its units
 are nested in one learned order, so the largest prefix of that order that fits is chosen.
 The command line is ``espnet_supernet.bin.select_subnet``.
@@ -11,16 +12,20 @@ The command line is ``espnet_supernet.bin.select_subnet``.
 import json
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 
 from espnet_supernet.data.score_summary import dev_scores
+from espnet_supernet.deploy.latency_model import (
+    LatencyModel,
+    default_model_path,
+    exported_factory,
+)
 from espnet_supernet.deploy.subnet_report import subnet_report
-from espnet_supernet.export.latency import LatencyTable, file_key
+from espnet_supernet.export.latency import LatencyTable, file_key, machine_id
 from espnet_supernet.export.model_export import export_model
-from espnet_supernet.export.subnet_export import export_subnet
-from espnet_supernet.export.supernet_loading import build_from_config, load_supernet
+from espnet_supernet.export.supernet_loading import load_supernet
 from espnet_supernet.nets.subnet_cost import flops_table, params_table
 from espnet_supernet.selection.ortho_softmax import OrthoSoftmaxSelection, parse_budget
 
@@ -28,24 +33,14 @@ CRITERIA = ("params", "flops", "latency_ms")
 MODEL_FILES = ("valid.loss.ave.bncal.pth", "valid.loss.ave.pth")
 
 
-def exported_factory(supernet, train_config: dict, name: str,
-                     mask: Optional[List[int]] = None) -> Callable[[], torch.nn.Module]:
-    """``() -> exported model`` of a subnet, built in memory (for latency measurements)."""
-    def build() -> torch.nn.Module:
-        result = export_subnet(supernet, train_config, name, build_from_config, mask=mask)
-        model = build_from_config(result.config)
-        model.load_state_dict(result.state_dict, strict=True)
-        return model.eval()
-    return build
-
-
 class Candidates:
     """Subnets of a loaded supernet with their costs: the named sizes and, for an
     OrthoSoftmax supernet, every prefix of its learned unit order."""
 
     def __init__(self, supernet, train_config: dict, model_file: Path, exp: Path,
-                 threads: int):
+                 threads: int, latency_model: Optional[LatencyModel] = None):
         self.supernet, self.train_config = supernet, train_config
+        self.latency_model = latency_model
         self.report = subnet_report(supernet)
         self.rest = {n: r["total_params"] - r["encoder_params"] for n, r in self.report.items()}
         self.latency = LatencyTable(exp, threads)
@@ -65,6 +60,9 @@ class Candidates:
             return row["total_params"]
         if criterion == "flops":
             return row["encoder_gflops_per_sec"] * 1e9
+        if self.latency_model is not None:
+            return self.latency_model.predict(self.supernet.encoder.subnet_mask(name),
+                                              self.latency.seconds)
         return self.latency.get(file_key(self.model_file, f"subnet {name}"),
                                 exported_factory(self.supernet, self.train_config, name))
 
@@ -82,6 +80,8 @@ class Candidates:
             return self._params.subnet(mask) + self.rest[self.supernet.subnet_names[-1]]
         if criterion == "flops":
             return self._flops.subnet(mask)
+        if self.latency_model is not None:
+            return self.latency_model.predict(mask, self.latency.seconds)
         return self.latency.get(
             file_key(self.model_file, f"prefix {k}"),
             exported_factory(self.supernet, self.train_config, f"prefix{k}", mask))
@@ -124,7 +124,8 @@ def default_model_file(exp: Path) -> Path:
 def select_subnet(exp: Path, criterion: str, budget_text: str,
                   model_file: Optional[Path] = None, threads: int = 2,
                   dev_set: str = "dev_clean", outdir: Optional[Path] = None,
-                  export: bool = True, onnx: bool = True) -> dict:
+                  export: bool = True, onnx: bool = True,
+                  latency_model: Optional[str] = "auto") -> dict:
     """Choose the subnet of the experiment ``exp`` that fits the budget, print the
     candidates and (``export``) export the choice.
 
@@ -139,13 +140,18 @@ def select_subnet(exp: Path, criterion: str, budget_text: str,
         outdir: where to export (default ``<exp>/export/select_<criterion>_<budget>``).
         export: export the choice (pack zip included) and write ``selection.json``.
         onnx: with the export, write ``encoder_ctc.onnx``.
+        latency_model: for ``latency_ms``: ``auto`` predicts with this machine's
+            ``<exp>/latency_model_<machine>.json`` when ``profile_device`` wrote it (else
+            measures each candidate), a path predicts with that file, ``None`` / ``none``
+            measures.
 
     Returns:
         The decision record: criterion, budget, selected, candidates (and export).
     """
     model_file = model_file or default_model_file(exp)
     supernet, train_config = load_supernet(exp / "config.yaml", model_file)
-    cands = Candidates(supernet, train_config, model_file, exp, threads)
+    predictor = load_latency_model(exp, threads, latency_model)
+    cands = Candidates(supernet, train_config, model_file, exp, threads, predictor)
     names = supernet.subnet_names
     costs = {n: cands.named_cost(n, criterion) for n in names}
     if criterion == "latency_ms" and float(budget_text) > 1:  # plain milliseconds
@@ -181,7 +187,8 @@ def select_subnet(exp: Path, criterion: str, budget_text: str,
             f"no subnet fits {criterion} <= {budget:.4g}: the smallest is size {smallest} "
             f"with {costs[smallest]:.4g}; sizes: "
             + ", ".join(f"{n}={costs[n]:.4g}" for n in names))
-    record = dict(criterion=criterion, budget=budget, selected=label, candidates=rows)
+    record = dict(criterion=criterion, budget=budget, selected=label, candidates=rows,
+                  latency="measured" if predictor is None else "predicted")
     print(f"selected subnet {label} for {criterion} <= {budget:.4g}")
     if export:
         outdir = outdir or exp / "export" / f"select_{criterion}_{budget_text}"
@@ -193,6 +200,31 @@ def select_subnet(exp: Path, criterion: str, budget_text: str,
         (outdir / "selection.json").write_text(json.dumps(record, indent=2) + "\n")
         print(f"exported to {outdir}")
     return record
+
+
+def load_latency_model(exp: Path, threads: int,
+                       choice: Optional[str]) -> Optional[LatencyModel]:
+    """The latency model that ``choice`` names (see :func:`select_subnet`), or None.
+
+    Raises:
+        FileNotFoundError: a named file is missing.
+        ValueError: it was profiled on another machine or with other threads.
+    """
+    if choice in (None, "none"):
+        return None
+    path = default_model_path(exp, threads) if choice == "auto" else Path(choice)
+    if choice == "auto" and not path.is_file():
+        return None
+    model = LatencyModel.load(path)
+    if model.threads != threads:
+        raise ValueError(f"{path} was profiled with {model.threads} threads, not {threads}: "
+                         f"pass --threads {model.threads} or profile again")
+    if model.machine != machine_id(threads):
+        raise ValueError(f"{path} was profiled on {model.machine}, this is "
+                         f"{machine_id(threads)}: profile this machine (profile_device)")
+    logging.info("latency: predicted by %s (profiled %s on %s)", path, model.created,
+                 model.machine)
+    return model
 
 
 def print_candidates(rows: List[dict], criterion: str, budget: float) -> None:

@@ -21,6 +21,9 @@ TINY_ARGS = (
     "--token_type", "bpe", "--nbpe", "50",
     "--inference_config", f"conf/tuning/{INF_TAG}.yaml",
 )  # fmt: skip
+# Stage 12 without BatchNorm re-estimation and with one decoding job: two Python start-ups
+# fewer per run, for the recipe tests that check neither (test_recipe_e2e checks both).
+QUICK_STAGE12 = ("--bn_calibration_batches", "0", "--inference_nj", "1")
 
 
 @dataclass

@@ -1,14 +1,13 @@
 """local/compare_alone.sh on the tiny corpus: the one job and a size alone, two seeds,
-each through stages 11-13, and the comparison section that stage 13 writes; then a
-learned selection (Simple-Top-k) whose learned size is trained alone on its own mask."""
+each through stages 11-13, and the comparison section that stage 13 writes. (A learned
+size trained alone on its own mask: test_recipe_selection.py, on its Simple-Top-k run.)"""
 
 import json
 import shutil
 
 import pytest
-import torch
 import yaml
-from e2e_run import TINY_ARGS
+from e2e_run import QUICK_STAGE12, TINY_ARGS
 
 from espnet_supernet.data.alone_comparison import comparisons
 from espnet_supernet.data.scoring import read_results_md
@@ -16,17 +15,13 @@ from conftest import run_in
 
 CONFIG = "conf/tuning/train_supernet_conformer_tiny.yaml"
 TAG = "train_supernet_conformer_tiny"
-ARGS = [a for a in TINY_ARGS if a not in ("--asr_config", CONFIG)]
-
-
-LEARNED = "conf/tuning/train_supernet_conformer_tiny_topk.yaml"
-LEARNED_TAG = "train_supernet_conformer_tiny_topk"
+ARGS = [a for a in TINY_ARGS if a not in ("--asr_config", CONFIG)] + list(QUICK_STAGE12)
 
 
 @pytest.fixture(scope="module")
 def compared(prepared, tmp_path_factory):
     """A copy of the prepared recipe after compare_alone.sh --seeds "1 2" --sizes 4 (one
-    epoch each), and after the learned config's one job and size 4 alone, seed 1."""
+    epoch each)."""
     root = tmp_path_factory.mktemp("compare_alone") / "repo"
     shutil.copytree(prepared.recipe.parents[2], root, symlinks=True)
     recipe = root / prepared.recipe.relative_to(prepared.recipe.parents[2])
@@ -34,13 +29,6 @@ def compared(prepared, tmp_path_factory):
             "--train_args", "--max_epoch 1", *ARGS, "--test_sets", "test_clean"]
     run = run_in(recipe, argv, recipe / "compare.log")
     assert run.returncode == 0, run.tail()
-    learned = yaml.safe_load((recipe / CONFIG).read_text())
-    learned.update(selection="simple_topk", selection_conf=dict(selection_epochs=1))
-    (recipe / LEARNED).write_text(yaml.safe_dump(learned))
-    argv = ["local/compare_alone.sh", "--config", LEARNED, "--seeds", "1", "--sizes", "4",
-            "--train_args", "--max_epoch 2", *ARGS, "--test_sets", "test_clean"]
-    learned_run = run_in(recipe, argv, recipe / "compare_learned.log")
-    assert learned_run.returncode == 0, learned_run.tail()
     return recipe, run
 
 
@@ -85,28 +73,3 @@ def test_stage13_writes_the_comparison_from_the_records(compared):
     again = run_in(recipe, ["local/compare_alone.sh", "--config", CONFIG, "--seeds", "1 2",
                             "--sizes", "4", *ARGS], recipe / "again.log")
     assert again.returncode == 0 and again.output.count("already scored; skipped") == 4
-
-
-def test_a_learned_size_alone_trains_its_own_mask(compared):
-    recipe, _ = compared
-    onejob = recipe / "exp" / f"asr_{LEARNED_TAG}_seed1"
-    learned = json.loads((onejob / "subnets.json").read_text())
-    alone = recipe / "exp" / f"asr_{LEARNED_TAG}_alone4_seed1"
-    config = yaml.safe_load((alone / "config.yaml").read_text())
-    assert config["selection"] == "static" and config["model_conf"]["train_only"] == 4
-    assert config["config"] == f"exp/alone_conf/{LEARNED_TAG}_seed1.yaml"
-    # the one job's learned mask, trained from scratch, decoded and scored
-    assert config["encoder_conf"]["subnet_masks"]["4"] == learned["4"]["mask"]
-    table = torch.load(alone / "valid.loss.best.pth", map_location="cpu")
-    assert table["encoder.subnet_mask_table"][0].tolist() == learned["4"]["mask"]
-    assert (alone / "decode_lm_tiny_size4" / "test_clean" / "text").is_file()
-    text = (recipe / "RESULTS.md").read_text()
-    section = text.split(f"## One job vs each size alone: {LEARNED}, each learned subnet "
-                         "alone\n")[1].split("\n## ")[0]
-    params = learned["4"]["encoder_params"] / 1e6
-    assert f"| 4 ({params:.2f}M, " in section and "its own subnet" in section
-    # an alone run without its one job says what to do
-    bad = run_in(recipe, ["local/compare_alone.sh", "--config", LEARNED, "--seeds", "3",
-                          "--runs", "alone", *ARGS], recipe / "bad.log")
-    assert bad.returncode == 1
-    assert f"exp/asr_{LEARNED_TAG}_seed3/subnets.json is missing" in bad.output

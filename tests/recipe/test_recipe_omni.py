@@ -8,13 +8,13 @@ Starts from the ``prepared`` fixture (data, BPE, statistics).
 import json
 import re
 
-from e2e_run import TINY_ARGS
+from e2e_run import QUICK_STAGE12, TINY_ARGS
 
 LEVELS = ("sp80", "sp50", "sp0")
 
 
 def test_omni_sparsity_stages_11_to_14(prepared, run_recipe):
-    args = list(TINY_ARGS)
+    args = [*TINY_ARGS, *QUICK_STAGE12]
     args[args.index("--asr_config") + 1] = "conf/tuning/train_supernet_conformer_tiny_omni.yaml"
     args[args.index("--inference_config") + 1] = "conf/decode_ctc_greedy.yaml"
     run = run_recipe(prepared.recipe, *args, "--use_lm", "false", "--test_sets", "test_clean",

@@ -18,7 +18,8 @@ import pytest
 import torch
 import yaml
 
-from e2e_run import INF_TAG, SIZES, TINY_ARGS
+from conftest import run_in
+from e2e_run import INF_TAG, QUICK_STAGE12, SIZES, TINY_ARGS
 
 METHODS = ("simple_topk", "iterative_zero_out")
 DECODED, DECODED_SET = "simple_topk", "test_clean"
@@ -36,15 +37,30 @@ def selection_args(method: str, max_epoch: int, extra: str = "") -> tuple:
             f" {extra}")
 
 
+# Simple-Top-k trains from a config file (the others from overrides), so that
+# local/compare_alone.sh can train its learned size alone (it names runs by config)
+TOPK_CONFIG = "conf/tuning/tiny_simple_topk.yaml"
+
+
 @pytest.fixture(scope="module")
 def selected(prepared, run_recipe):
     """{method: exp dir} after 2 epochs (1 of them step 1); simple_topk decoded too,
     iterative_zero_out (no macaron FFNs) decoded and exported."""
+    tiny = TINY_ARGS[TINY_ARGS.index("--asr_config") + 1]
+    conf = yaml.safe_load((prepared.recipe / tiny).read_text())
+    conf.update(selection="simple_topk", selection_conf=dict(selection_epochs=1))
+    (prepared.recipe / TOPK_CONFIG).write_text(yaml.safe_dump(conf))
     exps = {}
     for method in METHODS:
         extra, stop, _, _ = RUNS[method]
-        run = run_recipe(prepared.recipe, *TINY_ARGS, "--stage", "11", "--stop_stage", stop,
-                         "--test_sets", DECODED_SET, *selection_args(method, 2, extra),
+        args = list(TINY_ARGS)
+        if method == "simple_topk":
+            args[args.index("--asr_config") + 1] = TOPK_CONFIG
+            tag = ("--asr_tag", "tiny_simple_topk", "--asr_args", "--max_epoch 2")
+        else:
+            tag = selection_args(method, 2, extra)
+        run = run_recipe(prepared.recipe, *args, *QUICK_STAGE12, "--stage", "11",
+                         "--stop_stage", stop, "--test_sets", DECODED_SET, *tag,
                          log_name=f"run_{method}.log")
         assert run.returncode == 0, run.tail()
         exps[method] = prepared.recipe / "exp" / f"asr_tiny_{method}"
@@ -114,6 +130,37 @@ def test_decoder_loads_the_learned_mask(selected, prepared, monkeypatch):
     assert s2t.asr_model.encoder.active_mask == report["sizes"]["4"]["mask"]
 
 
+def test_a_learned_size_alone_trains_its_own_mask(selected, prepared):
+    """local/compare_alone.sh --runs alone on the Simple-Top-k config: its size 4 trained
+    from scratch on the one job's learned mask, decoded, scored and compared."""
+    recipe, onejob = prepared.recipe, selected["simple_topk"]
+    args = [a for a in TINY_ARGS if a not in ("--asr_config", TINY_ARGS[1])]
+    argv = ["local/compare_alone.sh", "--config", TOPK_CONFIG, "--runs", "alone", "--seeds",
+            "0", "--sizes", "4", "--train_args", "--max_epoch 2", *args, *QUICK_STAGE12,
+            "--test_sets", DECODED_SET]
+    run = run_in(recipe, argv, recipe / "compare_learned.log")
+    assert run.returncode == 0, run.tail()
+    learned = json.loads((onejob / "subnets.json").read_text())
+    alone = recipe / "exp" / "asr_tiny_simple_topk_alone4_seed0"
+    config = yaml.safe_load((alone / "config.yaml").read_text())
+    assert config["selection"] == "static" and config["model_conf"]["train_only"] == 4
+    assert config["config"] == "exp/alone_conf/tiny_simple_topk_seed0.yaml"
+    # the one job's learned mask, trained from scratch, decoded and scored
+    assert config["encoder_conf"]["subnet_masks"]["4"] == learned["4"]["mask"]
+    assert model_masks(alone / "valid.loss.best.pth")[0].tolist() == learned["4"]["mask"]
+    assert (alone / f"{INF_TAG}_size4" / DECODED_SET / "text").is_file()
+    text = (recipe / "RESULTS.md").read_text()
+    section = text.split(f"## One job vs each size alone: {TOPK_CONFIG}, each learned "
+                         "subnet alone\n")[1].split("\n## ")[0]
+    params = learned["4"]["encoder_params"] / 1e6
+    assert f"| 4 ({params:.2f}M, " in section and "its own subnet" in section
+    # an alone run without its one job says what to do
+    bad = run_in(recipe, ["local/compare_alone.sh", "--config", TOPK_CONFIG, "--seeds", "3",
+                          "--runs", "alone", *args], recipe / "bad.log")
+    assert bad.returncode == 1
+    assert "exp/asr_tiny_simple_topk_seed3/subnets.json is missing" in bad.output
+
+
 def test_resume_in_step1_and_across_the_switch_gives_the_same_masks(prepared, run_recipe,
                                                                     selected):
     recipe = prepared.recipe
@@ -144,8 +191,9 @@ ORTHO_ARGS = (
 
 
 def test_ortho_softmax_component_subnets_train_decode_and_score(prepared, run_recipe):
-    run = run_recipe(prepared.recipe, *TINY_ARGS, "--stage", "11", "--stop_stage", "13",
-                     "--test_sets", DECODED_SET, *ORTHO_ARGS, log_name="run_ortho.log")
+    run = run_recipe(prepared.recipe, *TINY_ARGS, *QUICK_STAGE12, "--stage", "11",
+                     "--stop_stage", "13", "--test_sets", DECODED_SET, *ORTHO_ARGS,
+                     log_name="run_ortho.log")
     assert run.returncode == 0, run.tail()
     exp = prepared.recipe / "exp" / "asr_tiny_ortho"
     report = yaml.safe_load((exp / "selection.yaml").read_text())

@@ -11,7 +11,7 @@ import subprocess
 
 import torch
 import yaml
-from e2e_run import INF_TAG, TINY_ARGS
+from e2e_run import INF_TAG, QUICK_STAGE12, TINY_ARGS
 
 from conftest import python_exe
 
@@ -53,7 +53,7 @@ def test_a_stock_model_is_fine_tuned_into_every_size(prepared, run_recipe):
          "--subnet_sizes", *SIZES, "--outdir", "exp/asr_supernetized"],
         cwd=recipe, capture_output=True, text=True, check=False)
     assert convert.returncode == 0, convert.stderr[-3000:]
-    args = list(TINY_ARGS)
+    args = [*TINY_ARGS, *QUICK_STAGE12]
     args[args.index("--asr_config") + 1] = "exp/asr_supernetized/config.yaml"
     run = run_recipe(recipe, *args, "--stage", "11", "--stop_stage", "13",
                      "--test_sets", "test_clean", "--asr_tag", "tiny_supernetized",

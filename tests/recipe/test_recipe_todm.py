@@ -9,7 +9,7 @@ Starts from the ``prepared`` fixture (data, BPE, statistics).
 import json
 import re
 
-from e2e_run import TINY_ARGS
+from e2e_run import QUICK_STAGE12, TINY_ARGS
 
 SIZES = ("d1w0.5", "full")
 TODM_ARGS = ("--asr_config", "conf/tuning/train_todm_mhssm_tiny.yaml",
@@ -18,7 +18,7 @@ TODM_ARGS = ("--asr_config", "conf/tuning/train_todm_mhssm_tiny.yaml",
 
 
 def test_todm_stages_11_to_14(prepared, run_recipe):
-    args = [a for a in TINY_ARGS]
+    args = [*TINY_ARGS, *QUICK_STAGE12]
     args[args.index("--asr_config") + 1] = TODM_ARGS[1]
     args[args.index("--inference_config") + 1] = TODM_ARGS[3]
     run = run_recipe(prepared.recipe, *args, *TODM_ARGS[4:], "--stage", "11",
