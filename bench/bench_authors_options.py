@@ -39,56 +39,18 @@ from bench_common import (  # noqa: E402
     COMMON,
     CONFIGS,
     add_timing_arguments,
+    ctc_supernet,
     fill_timing_defaults,
     interleaved,
     machine_info,
     make_batch,
     median_ratio,
+    random_targets,
+    training_update,
     write_result,
 )
 
-VOCAB = 300
 VGG_CHANNELS = {"vgg4 (32, 64, 64, 32)": [32, 64, 64, 32], "vgg4 (8, 16, 16, 8)": [8, 16, 16, 8]}
-
-
-def _model(config: str, front: Optional[List[int]] = None, **model_conf):
-    """A CTC-only SupernetASRModel of the bench config (conv2d, or vgg4 with channels)."""
-    from espnet2.asr.ctc import CTC
-
-    from espnet_supernet.nets.supernet_conformer_encoder import SupernetConformerEncoder
-    from espnet_supernet.train.supernet_asr_model import SupernetASRModel
-
-    arch = dict(CONFIGS[config])
-    sizes = arch.pop("subnet_sizes")
-    frontend = {} if front is None else dict(input_layer="vgg4", vgg_channels=front)
-    torch.manual_seed(0)
-    encoder = SupernetConformerEncoder(**{**COMMON, **arch, **frontend}, subnet_sizes=sizes)
-    return SupernetASRModel(
-        vocab_size=VOCAB, token_list=["<blank>"] + [f"t{i}" for i in range(1, VOCAB - 1)]
-        + ["<sos/eos>"], frontend=None, specaug=None, normalize=None, preencoder=None,
-        encoder=encoder, postencoder=None, decoder=None,
-        ctc=CTC(VOCAB, encoder.output_size()), joint_network=None, ctc_weight=1.0,
-        **model_conf)
-
-
-def _targets(model, xs, ilens):
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        frames = int(model.encoder.forward_frontend(xs, ilens).masks.sum(-1).min())
-    n = max(2, min(20, frames // 3))
-    return torch.randint(1, VOCAB - 1, (xs.size(0), n), generator=gen), \
-        torch.full((xs.size(0),), n, dtype=torch.long)
-
-
-def _update(model, optim, xs, ilens, text, lens, step: int):
-    """One training update at sandwich/selection step ``step``."""
-    def run() -> None:
-        model.sandwich_step.fill_(step)
-        optim.zero_grad(set_to_none=True)
-        loss, _, _ = model(xs, ilens, text.clone(), lens)
-        loss.backward()
-        optim.step()
-    return run
 
 
 def bench_step1(config: str, xs, ilens, repeats: int, warmup: int) -> dict:
@@ -96,7 +58,7 @@ def bench_step1(config: str, xs, ilens, repeats: int, warmup: int) -> dict:
 
     runs, ks = [], {}
     for mode in ("skip", "compute"):
-        model = _model(config)
+        model = ctc_supernet(config)
         masks = {n: model.encoder.subnet_mask(n) for n in model.subnet_names}
         m = len(next(iter(masks.values())))
         selection = SimpleTopKSelection(masks, selection_steps=1000, anneal_decrement=1,
@@ -105,9 +67,9 @@ def bench_step1(config: str, xs, ilens, repeats: int, warmup: int) -> dict:
         step = m - 1 - m // 2  # k = M // 2
         ks[mode] = selection.k_at(step)
         model.train()
-        text, lens = _targets(model, xs, ilens)
+        text, lens = random_targets(model, xs, ilens)
         optim = torch.optim.Adam(model.parameters(), lr=1e-4)
-        runs.append((mode, lambda: torch.manual_seed(0), _update(model, optim, xs, ilens,
+        runs.append((mode, lambda: torch.manual_seed(0), training_update(model, optim, xs, ilens,
                                                                   text, lens, step)))
     times = interleaved(runs, repeats, warmup)
     return {"k": ks["skip"], "modules": m, "ms": {k: _median(v) for k, v in times.items()},
@@ -117,14 +79,14 @@ def bench_step1(config: str, xs, ilens, repeats: int, warmup: int) -> dict:
 def bench_step2(config: str, xs, ilens, repeats: int, warmup: int) -> dict:
     runs = []
     for mode in ("batch", "row"):
-        model = _model(config, stochastic_depth_rate=0.3, stochastic_depth_mode=mode)
+        model = ctc_supernet(config, stochastic_depth_rate=0.3, stochastic_depth_mode=mode)
         model.train()
-        text, lens = _targets(model, xs, ilens)
+        text, lens = random_targets(model, xs, ilens)
         optim = torch.optim.Adam(model.parameters(), lr=1e-4)
         state = {"step": 0}
 
         def run(model=model, optim=optim, text=text, lens=lens, state=state) -> None:
-            _update(model, optim, xs, ilens, text, lens, state["step"])()
+            training_update(model, optim, xs, ilens, text, lens, state["step"])()
             state["step"] += 1  # a new draw of dropped modules every update
         runs.append((mode, lambda: torch.manual_seed(0), run))
     times = interleaved(runs, repeats, warmup)
@@ -139,7 +101,8 @@ def bench_frontends(config: str, xs, ilens, repeats: int, warmup: int) -> dict:
     from espnet_supernet.nets.subnet_cost import flops_table
 
     fronts = {"conv2d": None, **VGG_CHANNELS}
-    encoders = {name: _model(config, front).encoder.eval() for name, front in fronts.items()}
+    encoders = {name: ctc_supernet(config, front).encoder.eval()
+                for name, front in fronts.items()}
     arch = {k: v for k, v in CONFIGS[config].items() if k != "subnet_sizes"}
     stock = ConformerEncoder(**{**COMMON, **arch}).eval()
     stock.load_state_dict(encoders["conv2d"].state_dict(), strict=False)

@@ -42,6 +42,7 @@ COMMON = dict(
     use_cnn_module=True,
 )
 FRAMES_PER_SECOND = 100
+VOCAB = 300  # the CTC bench models' vocabulary
 QUICK = dict(batch=2, seconds=2.0, repeats=3, warmup=1, train_repeats=2)
 DEFAULTS = dict(batch=4, seconds=6.0, repeats=7, warmup=2, train_repeats=None)
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -250,6 +251,48 @@ def train_config(config: str, components: bool) -> dict:
                 postencoder=None, postencoder_conf={}, decoder=None, decoder_conf={},
                 ctc_conf={}, joint_net_conf=None, token_list=[f"t{i}" for i in range(300)],
                 init=None, aux_ctc_tasks=[])
+
+
+def ctc_supernet(config: str, front: Optional[List[int]] = None, **model_conf):
+    """A CTC-only SupernetASRModel of the bench config (conv2d, or vgg4 with channels),
+    vocabulary ``VOCAB``, seed 0."""
+    from espnet2.asr.ctc import CTC
+
+    from espnet_supernet.nets.supernet_conformer_encoder import SupernetConformerEncoder
+    from espnet_supernet.train.supernet_asr_model import SupernetASRModel
+
+    arch = dict(CONFIGS[config])
+    sizes = arch.pop("subnet_sizes")
+    frontend = {} if front is None else dict(input_layer="vgg4", vgg_channels=front)
+    torch.manual_seed(0)
+    encoder = SupernetConformerEncoder(**{**COMMON, **arch, **frontend}, subnet_sizes=sizes)
+    return SupernetASRModel(
+        vocab_size=VOCAB, token_list=["<blank>"] + [f"t{i}" for i in range(1, VOCAB - 1)]
+        + ["<sos/eos>"], frontend=None, specaug=None, normalize=None, preencoder=None,
+        encoder=encoder, postencoder=None, decoder=None,
+        ctc=CTC(VOCAB, encoder.output_size()), joint_network=None, ctc_weight=1.0,
+        **model_conf)
+
+
+def random_targets(model, xs, ilens):
+    """(B, n) random token ids and their lengths (B,) that CTC can align to the frames."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        frames = int(model.encoder.forward_frontend(xs, ilens).masks.sum(-1).min())
+    n = max(2, min(20, frames // 3))
+    return torch.randint(1, VOCAB - 1, (xs.size(0), n), generator=gen), \
+        torch.full((xs.size(0),), n, dtype=torch.long)
+
+
+def training_update(model, optim, xs, ilens, text, lens, step: int):
+    """One training update at sandwich/selection step ``step``."""
+    def run() -> None:
+        model.sandwich_step.fill_(step)
+        optim.zero_grad(set_to_none=True)
+        loss, _, _ = model(xs, ilens, text.clone(), lens)
+        loss.backward()
+        optim.step()
+    return run
 
 
 def build_transducer(config: Path, tmp: Path, tokens: Sequence[str],
