@@ -50,9 +50,20 @@ class SwitchableBatchNorm1d(torch.nn.BatchNorm1d):
     def _fill_missing_slots(self, state_dict, prefix, *args) -> None:
         for name, shared in (("mean", "running_mean"), ("var", "running_var")):
             key, src = f"{prefix}slot_running_{name}", f"{prefix}{shared}"
+            slots = getattr(self, f"slot_running_{name}")
             if key not in state_dict and src in state_dict:
-                slots = getattr(self, f"slot_running_{name}")
                 state_dict[key] = state_dict[src].expand_as(slots).clone()
+            elif key in state_dict and state_dict[key].size(0) == 1 < slots.size(0):
+                # a checkpoint of one slot (e.g. Omni-sparsity before per-level statistics)
+                state_dict[key] = state_dict[key].expand_as(slots).clone()
+
+    @torch.no_grad()
+    def resize_slots(self, num_slots: int) -> None:
+        """Keep ``num_slots`` sets of statistics, each starting from the shared ones."""
+        shape = (num_slots, self.num_features)
+        self.slot_running_mean = self.running_mean.expand(shape).clone()
+        self.slot_running_var = self.running_var.expand(shape).clone()
+        self.active_slot = None
 
     @torch.no_grad()
     def reset_slots(self) -> None:

@@ -105,6 +105,10 @@ class OmniSparsity(torch.nn.Module):
         mixed_levels: the sandwich rule's random slots draw a level per encoder block
             (uniformly, seeded by the step), as Omni-sparsity trains the per-layer mixes
             that a search returns; the dense and the sparsest slots stay uniform.
+        per_level_bn: each level keeps its own BatchNorm statistics (conv modules;
+            with the encoder's ``bn_stats: per_size``), re-estimated per level like a
+            size's (stage 12); a mixed per-layer configuration uses the shared ones.
+            False: every level uses the encoder's one set (before this option).
 
     Buffers (saved with the model): ``keep{i}`` per target (uint8 keep levels, see
     ``nested_masks.py``), ``refreshed_at`` (step of the last refresh, -1: never),
@@ -123,6 +127,7 @@ class OmniSparsity(torch.nn.Module):
         warmup_fraction: float = 0.3,
         warmup_start: int = 0,
         mixed_levels: bool = False,
+        per_level_bn: bool = True,
     ):
         super().__init__()
         self.levels = check_levels(levels)
@@ -144,6 +149,7 @@ class OmniSparsity(torch.nn.Module):
         self.update_interval, self.warmup_steps = update_interval, warmup_steps
         self.warmup_fraction, self.warmup_start = warmup_fraction, warmup_start
         self.mixed_levels = mixed_levels
+        self.per_level_bn = per_level_bn
         self.level_names = [level_name(s) for s in self.levels]  # dense first
         self.targets: List[SparseTarget] = []
         self.active: Optional[List[int]] = None  # level index per target; None: dense

@@ -14,6 +14,7 @@ from typing import ContextManager, Tuple
 
 import torch
 
+from espnet_supernet.nets.switchable_batch_norm import SwitchableBatchNorm1d
 from espnet_supernet.sparsity.omni_sparsity import OmniSparsity
 
 
@@ -31,12 +32,24 @@ class SparseSubnetsMixin:
         sparsity.bind(self.encoder)
         self.encoder_size = self.encoder.subnet_names[-1]
         self.subnet_names = list(reversed(sparsity.level_names))
+        self.level_norms = []  # per-level BatchNorm statistics: one slot per level
+        if sparsity.per_level_bn and getattr(self.encoder, "bn_stats", None) == "per_size":
+            self.level_norms = [m for m in self.encoder.modules()
+                                if isinstance(m, SwitchableBatchNorm1d)]
+            for norm in self.level_norms:
+                norm.resize_slots(len(self.subnet_names))
+            # a load re-activates the encoder's size: put the active level's slot back
+            self.register_load_state_dict_post_hook(
+                lambda model, keys: model.set_subnet(model.active_subnet))
         self.set_subnet(None)
 
     def _activate_level(self, name: str) -> None:
-        """The encoder's largest size with level ``name``'s masks."""
+        """The encoder's largest size with level ``name``'s masks (and BatchNorm
+        statistics, with ``per_level_bn``)."""
         self.encoder.set_named_subnet(self.encoder_size)
         self.sparsity.activate(name)
+        for norm in self.level_norms:
+            norm.active_slot = self.subnet_names.index(name)
 
     def mix_levels(self, slot: str, step: int) -> None:
         """With ``mixed_levels``, a random slot (``rand<i>``) of training step ``step``
@@ -44,6 +57,8 @@ class SparseSubnetsMixin:
         rank); the other slots keep their uniform level."""
         if self.sparsity is None or not self.sparsity.mixed_levels or not slot.startswith("rand"):
             return
+        for norm in self.level_norms:  # a per-layer mix is no level: the shared statistics
+            norm.active_slot = None
         self.sparsity.set_layerwise(self.sparsity.sample_layerwise(
             step * 1_000_003 + int(slot[len("rand"):]) + 1))
 

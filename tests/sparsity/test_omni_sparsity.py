@@ -15,8 +15,8 @@ def batch():
             torch.randint(1, 11, (2, 5)), torch.tensor([5, 4]))
 
 
-def sparse_model(levels=(0.0, 0.5, 0.9), **conf):
-    model = make_model(sizes=(4, 12))  # the levels use the largest size: all modules
+def sparse_model(levels=(0.0, 0.5, 0.9), sizes=(4, 12), **conf):
+    model = make_model(sizes=sizes)  # the levels use the largest size: all modules
     model.set_sparsity(OmniSparsity(levels=levels, warmup_steps=0, **conf))
     return model
 
@@ -187,3 +187,67 @@ def test_random_slots_train_mixed_per_block_levels(mixed):
             expected = sparsity.sample_layerwise(step * 1_000_003 + 1)
             assert {b: next(iter(v)) for b, v in per_block.items()} == expected
     assert (max(mixes) > 1) == mixed  # some step mixes levels across blocks
+
+
+def _conv_norms(model):
+    return [layer.conv_module.norm for layer in model.encoder.encoders]
+
+
+def test_each_level_keeps_its_own_batch_norm_statistics(tmp_path):
+    """per_level_bn (default): a slot per level; a level's training pass updates only
+    its slot (and the shared statistics), eval uses it, and a mixed per-layer pass uses
+    the shared ones (an export reads the active slot, as for sizes)."""
+    model = sparse_model(levels=(0.0, 0.5, 0.9))
+    norms = _conv_norms(model)
+    assert all(n.slot_running_mean.shape == (3, n.num_features) for n in norms)
+    model.set_subnet("sp50")
+    assert [n.active_slot for n in norms] == [1] * len(norms)  # sp90, sp50, sp0
+    before = norms[0].slot_running_mean.clone()
+    model.train()
+    speech, lens, _, _ = batch()
+    with model.sparse_weights():
+        model.encoder(speech, lens)
+    changed = (norms[0].slot_running_mean != before).any(dim=1).tolist()
+    assert changed == [False, True, False]
+    # the levels' eval outputs differ by their statistics alone (same weights, level 0)
+    model.eval()
+    with torch.no_grad():
+        norms[0].slot_running_mean[2].add_(1.0)
+        model.set_subnet("sp0")
+        shifted, _, _ = model.encoder(speech, lens)
+        norms[0].slot_running_mean[2].sub_(1.0)
+        plain, _, _ = model.encoder(speech, lens)
+    assert (shifted - plain).abs().max() > 1e-3
+    model.sparsity.mixed_levels = True
+    model.set_subnet("sp50")
+    model.mix_levels("rand0", 3)
+    assert [n.active_slot for n in norms] == [None] * len(norms)
+    model.mix_levels("max", 3)  # a uniform slot keeps its level's statistics
+    model.set_subnet("sp50")
+    assert norms[0].active_slot == 1
+
+
+def test_per_level_statistics_survive_a_load_and_old_checkpoints_load():
+    model = sparse_model(levels=(0.0, 0.5, 0.9))
+    with torch.no_grad():
+        for n in _conv_norms(model):
+            n.slot_running_var.uniform_(0.5, 2.0)
+    model.set_subnet("sp90")
+    state = copy.deepcopy(model.state_dict())
+    again = sparse_model(levels=(0.0, 0.5, 0.9))
+    again.set_subnet("sp90")
+    again.load_state_dict(state, strict=True)
+    assert again.active_subnet == "sp90" and _conv_norms(again)[0].active_slot == 0
+    assert torch.equal(_conv_norms(again)[1].slot_running_var,
+                       _conv_norms(model)[1].slot_running_var)
+    # a checkpoint of one size's slot (the demo's one size, trained before per-level
+    # statistics) fills every level's
+    old = sparse_model(levels=(0.0, 0.5, 0.9), sizes=(12,), per_level_bn=False)
+    assert _conv_norms(old)[0].slot_running_mean.shape[0] == 1
+    assert _conv_norms(old)[0].active_slot == 0
+    with torch.no_grad():
+        _conv_norms(old)[0].slot_running_mean.normal_()
+    again = sparse_model(levels=(0.0, 0.5, 0.9), sizes=(12,))
+    again.load_state_dict(old.state_dict(), strict=True)
+    slots = _conv_norms(again)[0].slot_running_mean
+    assert torch.equal(slots, _conv_norms(old)[0].slot_running_mean.expand_as(slots))
