@@ -17,8 +17,10 @@ gives exactly the hypotheses of the same search on the whole utterance:
   ``beam_size`` are kept. ESPnet's own beam searches are not frame-synchronous in this
   way, so they cannot stop between two chunks.
 
-:class:`StreamingTransducer` puts the encoder and the search together (``accept`` a chunk
-of feature frames, ``finish`` at the end of the stream).
+:class:`StreamingTransducer` puts the encoder and the search together: ``accept`` a chunk
+of feature frames, or ``accept_audio`` a chunk of waveform (the model's front end and
+normalisation computed as the samples arrive, ``streaming_features.py``) and
+``finish_audio`` at the end of the stream.
 """
 
 import math
@@ -27,6 +29,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 from espnet.nets.transducer_decoder_interface import Hypothesis
+
+from espnet_supernet.decode.streaming_features import StreamingFeatures
 
 
 @dataclass
@@ -138,11 +142,28 @@ class StreamingTransducer:
         self.encoder = model.encoder
         self.search = StreamingTransducerSearch(model.decoder, model.joint_network,
                                                 beam_size, model.blank_id)
+        frontend = getattr(model, "frontend", None)
+        self.features = None if frontend is None else StreamingFeatures(
+            frontend, getattr(model, "normalize", None))
         self.reset()
 
     def reset(self) -> None:
         """Start a new stream."""
         self.encoder_state, self.search_state = None, self.search.start()
+        if self.features is not None:
+            self.features.reset()
+
+    def accept_audio(self, samples: torch.Tensor) -> List[int]:
+        """The next waveform samples (1, S) -> the best symbols so far."""
+        if self.features is None:
+            raise ValueError("the model has no front end: pass features to accept()")
+        return self.accept(self.features.accept(samples))
+
+    def finish_audio(self) -> List[int]:
+        """End of the waveform stream: its last frames -> the final best symbols."""
+        if self.features is None:
+            raise ValueError("the model has no front end: pass features to accept()")
+        return self.accept(self.features.finish())
 
     def accept(self, feats: torch.Tensor) -> List[int]:
         """The next feature frames (1, L, F) -> the best symbols so far."""

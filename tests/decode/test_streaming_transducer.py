@@ -93,3 +93,53 @@ def test_first_token_frame_and_bad_input(model):
             StreamingTransducer(model)
     finally:
         model.eval()
+
+
+def _audio_whole(model, wav, beam_size):
+    with torch.no_grad():
+        enc, _ = model.encode(wav, torch.tensor([wav.size(1)]))
+    search = StreamingTransducerSearch(model.decoder, model.joint_network, beam_size)
+    return search.best(search.advance(search.start(), enc[0]))
+
+
+def _audio_streamed(model, wav, beam_size, chunk):
+    stream = StreamingTransducer(model, beam_size)
+    for start in range(0, wav.size(1), chunk):
+        stream.accept_audio(wav[:, start:start + chunk])
+    return stream.finish_audio()
+
+
+@pytest.mark.parametrize("size", ["small", "full"])
+def test_a_waveform_stream_equals_the_whole_utterance(model, size):
+    """Audio in 100 ms (and unaligned) chunks through the streaming front end, encoder and
+    search: the hypotheses of ``encode`` on the whole waveform."""
+    model.encoder.set_named_subnet(size)
+    try:
+        for seed in range(2):
+            wav = torch.randn(1, 8000, generator=torch.Generator().manual_seed(seed))
+            whole = _audio_whole(model, wav, 2)
+            assert len(whole) >= 2, whole
+            for chunk in (1600, 1234):
+                assert _audio_streamed(model, wav, 2, chunk) == whole, (seed, chunk)
+    finally:
+        model.encoder.set_named_subnet("full")
+
+
+def test_an_exported_size_streams_like_its_whole_utterance(model, tmp_path):
+    from espnet_supernet.export.model_export import export_model
+    from espnet_supernet.tasks.asr import SupernetASRTask
+    from tiny_models import make_transducer
+
+    args, supernet = make_transducer(tmp_path)
+    with torch.no_grad():
+        supernet.joint_network.lin_out.bias[0] -= 2.0
+    export_model(supernet.eval(), vars(args), tmp_path / "small", "small", pack_zip=False)
+    exported, _ = SupernetASRTask.build_model_from_file(
+        tmp_path / "small" / "config.yaml", tmp_path / "small" / "model.pth", "cpu")
+    exported.eval()
+    assert len(exported.encoder.encoders) < len(supernet.encoder.encoders)
+    wav = torch.randn(1, 8000, generator=torch.Generator().manual_seed(5))
+    whole = _audio_whole(exported, wav, 1)
+    assert len(whole) >= 2 and _audio_streamed(exported, wav, 1, 1600) == whole
+    supernet.encoder.set_named_subnet("small")
+    assert _audio_whole(supernet, wav, 1) == whole  # the exported size is the size
