@@ -41,3 +41,11 @@ def test_todm_stages_11_to_14(prepared, run_recipe):
         assert export["encoder_params"] == report[size]["encoder_params"]
         assert export["max_encoder_difference"] < 1e-4
         assert (exp / f"export/size{size}/model_int8.pth").is_file()
+    # stage 14's streaming report: every size streamed in 160 ms waveform chunks
+    streaming = json.loads((prepared.recipe / "results/asr_train_todm_mhssm_tiny"
+                            / "streaming.json").read_text())
+    assert streaming["chunk_ms"] == 160 and streaming["threads"] == 1
+    assert [(r["size"], r["test_set"]) for r in streaming["rows"]] == [
+        (s, "test_clean") for s in SIZES]
+    for row in streaming["rows"]:
+        assert row["utterances"] == 10 and row["rtf"] > 0 and 0 <= row["wer"]

@@ -42,6 +42,7 @@ bn_calibration_batches=20  # re-estimate each size's BatchNorm statistics (0: of
 inference_args=""
 subnets=""               # sizes to decode; default: every named subnet of the model
 latency_threads=2        # threads for the latency measurements of stage 14
+streaming_chunk_ms=160   # stage 14, causal TODM models: waveform chunk of the streaming report
 export_args=""           # extra espnet_supernet.bin.export options (stage 14)
 dumpdir=dump; expdir=exp
 results_dir=results      # committed run records (stages 13-14): what the docs render
@@ -70,6 +71,8 @@ Options (default):
       BatchNorm re-estimation before decoding (0: use the statistics from training)
   --subnets  space-separated sizes to decode and export (default: all named subnets)
   --latency_threads ($latency_threads)  CPU threads for stage 14's latency measurements
+  --streaming_chunk_ms ($streaming_chunk_ms)  waveform chunk of stage 14's streaming report
+      (causal TODM models: WER, RTF and first-token latency per size, 1 thread)
   --results_dir ($results_dir)  run records of stages 13-14 (training budget and time, scores,
       deployment rows as JSON): commit them; tools/docs.sh renders the docs from them
   --export_args  extra export options of stage 14, e.g. '--stock_encoder false' (whole-block
@@ -312,6 +315,15 @@ if [ $stage -le 14 ] && [ $stop_stage -ge 14 ]; then
   if grep -q "^model: supernet_transducer" $asr_exp/config.yaml; then
     # the deployment table decodes with CTC greedy search: CTC models only
     log "Stage 14: TODM sizes exported (decode them with espnet_supernet.bin.asr_inference); no deployment table for transducer models"
+    if grep -q "^encoder: supernet_mhssm" $asr_exp/config.yaml \
+        && ! grep -q "causal_conv: false" $asr_exp/config.yaml; then
+      log "Stage 14: streaming decoding of every size (${streaming_chunk_ms} ms chunks, 1 thread): WER, RTF, first-token latency -> $results_dir/$(basename $asr_exp)/streaming.json"
+      $python -m espnet_supernet.bin.streaming_report --exp $asr_exp --model_file $model_file \
+        --test_sets "$test_sets" --dumpdir $dumpdir --chunk_ms $streaming_chunk_ms \
+        --results_dir $results_dir
+    else
+      log "Stage 14: no streaming report: only a causal MH-SSM encoder streams (encoder: supernet_mhssm, causal_conv: true)"
+    fi
   else
     log "Stage 14: latency ($latency_threads threads), greedy WER fp32/int8 -> $asr_exp/RESULTS.md, $asr_exp/pareto.png"
     $python -m espnet_supernet.bin.deploy_report --exp $asr_exp --test_sets "$test_sets" \
