@@ -14,6 +14,7 @@ import logging
 import os
 import platform
 import time
+from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import jiwer
@@ -86,6 +87,20 @@ def read_text(path: str) -> Dict[str, str]:
                 raise ValueError(f"{path}:{lineno}: duplicate utterance {fields[0]}")
             texts[fields[0]] = " ".join(fields[1:])
     return texts
+
+
+def read_test_set(dumpdir: Path, test_set: str) -> Tuple[Dict[str, str], Dict[str, str]]:
+    """The ``wav.scp`` (``uttid -> path``) and ``text`` (``uttid -> transcript``) of
+    ``dumpdir/<test_set>``.
+
+    Raises:
+        FileNotFoundError: either file is missing (it says to run the data stages).
+    """
+    wav_scp, text = Path(dumpdir) / test_set / "wav.scp", Path(dumpdir) / test_set / "text"
+    for path in (wav_scp, text):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run stages 1-4 (data) first")
+    return read_text(str(wav_scp)), read_text(str(text))
 
 
 def word_tokens(text: str) -> List[str]:

@@ -20,7 +20,7 @@ from espnet2.text.build_tokenizer import build_tokenizer
 from espnet2.text.token_id_converter import TokenIDConverter
 
 from espnet_supernet.checkpoint import load_model
-from espnet_supernet.data.scoring import read_text, score_pair
+from espnet_supernet.data.scoring import read_test_set, score_pair
 from espnet_supernet.decode.early_exit import EarlyExitDecoder, decode_fixed
 
 
@@ -52,16 +52,12 @@ def early_exit_report(exp: Path, model_file: Path, test_sets: Sequence[str], dum
     largest = any_decoder.size_flops(sizes[-1])
     rows: List[Dict] = []
     for test_set in test_sets:
-        wav_scp, text = dumpdir / test_set / "wav.scp", dumpdir / test_set / "text"
-        for path in (wav_scp, text):
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing: run stages 1-4 (data) first")
-        refs = read_text(str(text))
+        wavs, refs = read_test_set(dumpdir, test_set)
         hyps: Dict[str, Dict[str, str]] = {}
         flops: Dict[str, List[float]] = {}
         seconds: List[float] = []
         answered: Dict[str, Dict[str, int]] = {}
-        for key, path in sorted(read_text(str(wav_scp)).items()):
+        for key, path in sorted(wavs.items()):
             wave, _ = soundfile.read(path, dtype="float32")
             speech = torch.from_numpy(wave)
             seconds.append(len(wave) / fs)

@@ -32,7 +32,7 @@ from espnet2.text.build_tokenizer import build_tokenizer
 from espnet2.text.token_id_converter import TokenIDConverter
 
 from espnet_supernet.checkpoint import load_model
-from espnet_supernet.data.scoring import read_text, score_pair
+from espnet_supernet.data.scoring import read_test_set, score_pair
 from espnet_supernet.decode.streaming_transducer import StreamingTransducer
 
 
@@ -109,12 +109,8 @@ def streaming_report(exp: Path, model_file: Path, test_sets: Sequence[str], dump
     rows: List[Dict] = []
     try:
         for test_set in test_sets:
-            wav_scp, text = dumpdir / test_set / "wav.scp", dumpdir / test_set / "text"
-            for path in (wav_scp, text):
-                if not path.is_file():
-                    raise FileNotFoundError(f"{path} is missing: run stages 1-4 (data) first")
-            refs = read_text(str(text))
-            utts = sorted(read_text(str(wav_scp)).items())[:max_utts]
+            wavs, refs = read_test_set(dumpdir, test_set)
+            utts = sorted(wavs.items())[:max_utts]
             waves = {k: torch.from_numpy(soundfile.read(p, dtype="float32")[0])
                      for k, p in utts}
             audio = sum(w.numel() for w in waves.values()) / fs
