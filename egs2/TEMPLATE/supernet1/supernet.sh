@@ -319,7 +319,7 @@ if [ $stage -le 14 ] && [ $stop_stage -ge 14 ]; then
         && ! grep -q "causal_conv: false" $asr_exp/config.yaml; then
       log "Stage 14: streaming decoding of every size (${streaming_chunk_ms} ms chunks, 1 thread): WER, RTF, first-token latency -> $results_dir/$(basename $asr_exp)/streaming.json"
       $python -m espnet_supernet.bin.streaming_report --exp $asr_exp --model_file $model_file \
-        --test_sets "$test_sets" --dumpdir $dumpdir --chunk_ms $streaming_chunk_ms \
+        --test_sets "$test_sets" --dumpdir $dumpdir/raw --chunk_ms $streaming_chunk_ms \
         --results_dir $results_dir
     else
       log "Stage 14: no streaming report: only a causal MH-SSM encoder streams (encoder: supernet_mhssm, causal_conv: true)"
