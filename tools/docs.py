@@ -348,6 +348,28 @@ def todm_bench() -> str:
         f"{d['repeats']}; goal ≤ {d['goal']}. " + source(BENCH / "todm_demo.json"))
 
 
+@table("bench.latency_predictor_demo_ortho_softmax")
+def latency_predictor_bench() -> str:
+    name = "latency_predictor_demo_ortho_softmax.json"
+    d = load(BENCH / name)
+    rows = []
+    for dtype, p in d["predictor"].items():
+        f = d["flops_fraction"].get(dtype, {})
+        rows.append([dtype, p["measurements"],
+                     f"{100 * p['median_abs_error']:.1f} %", f"{100 * p['p90_abs_error']:.1f} %",
+                     f"{100 * p['within_10pct']:.0f} %",
+                     f"{100 * f['median_abs_error']:.1f} %" if f else "-",
+                     f"{100 * f['within_10pct']:.0f} %" if f else "-"])
+    head = ["dtype", "held-out measurements", "predictor: median abs. error", "p90",
+            "within 10 %", "FLOPs fraction: median abs. error", "within 10 %"]
+    lengths = " and ".join(f"{s:g}" for s in d["lengths"])
+    return markdown(head, rows, "lr" + "r" * 5) + (
+        f"\n\n{d['num_random']} random subnets profiled, every named size and "
+        f"{d['validate']} other random subnets checked; {lengths} s inputs, batch 1, "
+        f"{d['threads']} threads, median of {d['repeats']}; goal: {d['goal']}. "
+        + source(BENCH / name))
+
+
 @table("bench.pruned_rnnt_paper")
 def pruned_rnnt_bench() -> str:
     d = load(BENCH / "pruned_rnnt_paper.json")
