@@ -20,7 +20,6 @@ an idle machine (wall times). A benchmark, not a test: it never fails.
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -59,15 +58,13 @@ def build(config: Path, workdir: Path):
     return model, vars(args)
 
 
-def summary(errors: List[float]) -> Dict[str, float]:
-    errors = sorted(abs(e) for e in errors)
-    return dict(measurements=len(errors), median_abs_error=round(statistics.median(errors), 4),
-                p90_abs_error=round(errors[min(len(errors) - 1, int(0.9 * len(errors)))], 4),
-                within_10pct=round(sum(e <= 0.10 for e in errors) / len(errors), 4))
-
-
 def main(cmd: Optional[List[str]] = None) -> dict:
-    from espnet_supernet.deploy.latency_model import named_and_random, profile_device, validate
+    from espnet_supernet.deploy.latency_model import (
+        error_summary,
+        named_and_random,
+        profile_device,
+        validate,
+    )
     from espnet_supernet.nets.subnet_cost import flops_table
 
     parser = argparse.ArgumentParser(description=__doc__,
@@ -113,7 +110,7 @@ def main(cmd: Optional[List[str]] = None) -> dict:
         num_random=args.num_random, validate=args.validate, repeats=args.repeats,
         coefficients_ms=model.coefficients,
         predictor=result["summary"],
-        flops_fraction={d: summary(e) for d, e in flops_errors.items()},
+        flops_fraction={d: error_summary(e) for d, e in flops_errors.items()},
         goal="within 10 % for 90 % of the held-out subnets",
         goal_met={d: s["within_10pct"] >= 0.9 for d, s in result["summary"].items()},
         rows=result["rows"], profiled=model.profiled)

@@ -299,15 +299,21 @@ def validate(model: LatencyModel, supernet, train_config: dict, num_random: int 
                                  error=round((predicted - ms) / ms, 4), held_out=held_out))
     summary = {}
     for dtype in model.coefficients:
-        errors = sorted(abs(r["error"]) for r in rows if r["dtype"] == dtype and r["held_out"])
-        if not errors:
-            continue
-        summary[dtype] = dict(
-            measurements=len(errors), median_abs_error=round(statistics.median(errors), 4),
-            p90_abs_error=round(errors[min(len(errors) - 1, int(0.9 * len(errors)))], 4),
-            within_10pct=round(sum(e <= 0.10 for e in errors) / len(errors), 4))
+        errors = [r["error"] for r in rows if r["dtype"] == dtype and r["held_out"]]
+        if errors:
+            summary[dtype] = error_summary(errors)
     model.validation = dict(rows=rows, summary=summary, repeats=repeats, seed=seed)
     return model.validation
+
+
+def error_summary(errors: Sequence[float]) -> Dict[str, float]:
+    """``measurements``, ``median_abs_error``, ``p90_abs_error`` and ``within_10pct`` of
+    relative errors."""
+    errors = sorted(abs(e) for e in errors)
+    return dict(
+        measurements=len(errors), median_abs_error=round(statistics.median(errors), 4),
+        p90_abs_error=round(errors[min(len(errors) - 1, int(0.9 * len(errors)))], 4),
+        within_10pct=round(sum(e <= 0.10 for e in errors) / len(errors), 4))
 
 
 def default_model_path(exp: Path, threads: int) -> Path:
