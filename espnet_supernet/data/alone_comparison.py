@@ -11,6 +11,10 @@ seeds (the alone runs with ``model_conf.train_only``); stage 13 publishes each r
   apart from the seed, the config file's name and the sandwich-only ``model_conf`` keys
   that ``train_only`` ignores (``SANDWICH_ONLY``): one set of alone runs serves every
   sandwich variant (warm-up, weights, KD) of the same encoder, data and budget;
+- an Omni-sparsity one job's levels (``sp30`` ...) are its sizes; a level's alone run is
+  the same config with that one level (``sparsity_conf.levels: [0.3]``, what
+  ``local/compare_alone.sh`` runs for such a config: dense training, gradual pruning to the
+  level, same updates), so the list of levels is left out of the settings compared;
 - a learned selection's one job (``selection``: Simple-Top-k, Iterative-Zero-Out,
   OrthoSoftmax) has no size to train alone before training, so its alone runs are the static
   config's with equal settings apart from the selection (``SELECTION_ONLY``); each learned
@@ -40,6 +44,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from espnet_supernet.data.scoring import ALONE_SECTION_PREFIX as SECTION_PREFIX
 from espnet_supernet.data.scoring import size_sort_key
+from espnet_supernet.sparsity.omni_sparsity import level_name
 
 
 class Run(NamedTuple):
@@ -77,6 +82,8 @@ def read_run(record: Path) -> Optional[Run]:
     rows = json.loads(scores.read_text())["rows"]
     settings = train["settings"]
     only = (settings.get("model_conf") or {}).get("train_only")
+    if only is None:
+        only = single_level(settings)
     decodings = {(r.get("decoding"), bool(r.get("lm"))) for r in rows}
     if len(decodings) != 1:
         logging.warning(f"{record}: several decodings in scores.json; skipped")
@@ -103,6 +110,15 @@ SELECTION_ONLY_ENCODER = ("subnet_sizes", "subnet_rule", "subnet_names", "subnet
                           "ffn_chunks", "prune_heads", "adaptive_ffn_dropout")
 
 
+def single_level(settings: dict) -> Optional[str]:
+    """The level name of an Omni-sparsity run trained for one level (a level alone), else
+    None."""
+    levels = (settings.get("sparsity_conf") or {}).get("levels")
+    if settings.get("sparsity") != "omni" or levels is None or len(levels) != 1:
+        return None
+    return level_name(float(levels[0]))
+
+
 def has_masks(settings: dict) -> bool:
     """True for a run whose sizes are explicit masks (e.g. a learned subnet alone)."""
     return bool((settings.get("encoder_conf") or {}).get("subnet_masks"))
@@ -115,6 +131,9 @@ def _key(settings: dict, drop_config: bool, drop_model: Sequence[str],
              and not (drop_selection and k in SELECTION_ONLY)}
     plain["model_conf"] = {k: v for k, v in (settings.get("model_conf") or {}).items()
                            if k != "train_only" and k not in drop_model}
+    if drop_config and "sparsity_conf" in settings:  # a level alone vs the job of all levels
+        plain["sparsity_conf"] = {k: v for k, v in settings["sparsity_conf"].items()
+                                  if k != "levels"}
     if drop_selection:
         plain["encoder_conf"] = {k: v for k, v in (settings.get("encoder_conf") or {}).items()
                                  if k not in SELECTION_ONLY_ENCODER}

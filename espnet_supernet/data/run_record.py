@@ -82,8 +82,9 @@ def training_record(exp: Path) -> Dict[str, Any]:
     last = stats[max(stats)].get("valid", {}) if stats else {}
     settings = {key: config.get(key) for key in CONFIG_KEYS if key in config}
     settings["model_conf"] = config.get("model_conf", {})
-    if config.get("selection_conf"):
-        settings["selection_conf"] = config["selection_conf"]
+    for conf in ("selection_conf", "sparsity_conf"):
+        if config.get(conf):
+            settings[conf] = config[conf]
     settings["encoder_conf"] = {k: v for k, v in config.get("encoder_conf", {}).items()
                                 if not isinstance(v, (list, dict)) or k.startswith("subnet")}
     record = dict(

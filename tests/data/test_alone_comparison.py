@@ -220,3 +220,33 @@ def test_a_learned_size_is_compared_with_its_own_subnet_alone(results):
     md = results.parent / "RESULTS.md"
     update_results_md(md, results)
     assert "## One job vs each size alone: conf/ortho.yaml, each learned subnet alone" in md.read_text()
+
+
+def test_an_omni_level_is_compared_with_that_level_pruned_alone(results):
+    # an Omni-sparsity one job (levels 0, 0.5, 0.85) with seeds 1 and 2 and level 0.85
+    # pruned alone (the same config with levels: [0.85]); a one-level run with another
+    # pruning schedule is not the same budget's alone run
+    omni = dict(levels=[0.0, 0.5, 0.85], warmup_steps=50, per_level_bn=True)
+    for seed in (1, 2):
+        record(results, f"omni_seed{seed}", seed, {("sp0", "dev"): 40.0, ("sp85", "dev"): 60.0 + seed},
+               config="conf/omni.yaml", seconds=900)
+        record(results, f"omni_alonesp85_seed{seed}", seed, {("sp85", "dev"): 50.0},
+               config="conf/omni.yaml", seconds=300)
+    record(results, "omni_other_schedule", 1, {("sp50", "dev"): 1.0}, config="conf/omni.yaml")
+    for name in ("omni_seed1", "omni_seed2", "omni_alonesp85_seed1", "omni_alonesp85_seed2",
+                 "omni_other_schedule"):
+        path = results / name / "training.json"
+        train = json.loads(path.read_text())
+        train["settings"]["sparsity"] = "omni"
+        levels = [0.85] if "alone" in name else [0.5] if "other" in name else omni["levels"]
+        train["settings"]["sparsity_conf"] = dict(
+            omni, levels=levels, warmup_steps=10 if "other" in name else 50)
+        path.write_text(json.dumps(train))
+    comps = {c.title: c for c in comparisons(results)}
+    comp = comps["conf/omni.yaml"]
+    assert sorted(comp.onejob) == [1, 2] and list(comp.alone) == ["sp85"]
+    assert comp.pairs == {"sp85": "sp85"}
+    (row,) = comparison_rows(comp)
+    assert row["onejob"] == [61.0, 62.0] and row["alone"] == [50.0, 50.0]
+    assert row["diff"] == [11.0, 12.0]
+    assert "alone better in every seed" in comparison_markdown(comp)

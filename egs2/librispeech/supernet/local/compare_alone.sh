@@ -22,6 +22,9 @@
 # --runs "onejob alone" does; --sizes picks learned size names). Stage 13 compares each
 # learned size with its own subnet alone, and also, when the static config's alone runs
 # exist with the same encoder and updates, with the static size of nearest encoder cost.
+# An Omni-sparsity config (sparsity: omni) names its sizes by level (sp30 ... sp85): a
+# level's alone run is the same config with that one level (--sparsity_conf levels=[0.3]:
+# dense training, gradual pruning to the level, fine-tuning at it), same updates.
 # where <tag> is the config's name. The recipe's main run exp/asr_<tag> counts as the one
 # job of the seed its config.yaml holds (tools/demo.sh trains it with espnet2's default
 # seed 0), so `--seeds "0 1"` after the demo does not retrain it.
@@ -57,13 +60,21 @@ done
 [ -n "$seeds" ] || { echo "$0: --seeds is empty" >&2; exit 1; }
 tag=$(basename "$config" .yaml)
 python=${PYTHON:-python3}
-# whether the config learns its sizes (a selection other than static), and its named sizes
-# in order (encoder_conf.subnet_sizes; a learned selection's are checked per seed)
-read -r learned all_sizes < <($python - "$config" <<'PY'
+# whether the config learns its sizes (a selection other than static), whether its sizes
+# are sparsity levels, and its named sizes in order (encoder_conf.subnet_sizes, an Omni-
+# sparsity config's pruned levels; a learned selection's are checked per seed)
+read -r learned omni all_sizes < <($python - "$config" <<'PY'
 import sys, yaml
+from espnet_supernet.sparsity.omni_sparsity import level_name
 conf = yaml.safe_load(open(sys.argv[1]))
-sizes = [str(s) for s in conf.get("encoder_conf", {}).get("subnet_sizes") or []]
-print("true" if conf.get("selection") not in (None, "none", "static") else "false", *sizes)
+omni = conf.get("sparsity") == "omni"
+if omni:
+    sizes = [level_name(float(s)) for s in conf.get("sparsity_conf", {}).get("levels") or []
+             if float(s) > 0]
+else:
+    sizes = [str(s) for s in conf.get("encoder_conf", {}).get("subnet_sizes") or []]
+print("true" if conf.get("selection") not in (None, "none", "static") else "false",
+      "true" if omni else "false", *sizes)
 PY
 )
 sizes_given=$sizes
@@ -135,8 +146,13 @@ for seed in $seeds; do
           continue
         fi
         for size in $sizes; do
-          run "$config" "${tag}_alone${size}_seed${seed}" --seed "$seed" \
-            --model_conf "train_only=$size"
+          if [ "$omni" = true ]; then  # sp85 -> levels=[0.85]
+            run "$config" "${tag}_alone${size}_seed${seed}" --seed "$seed" \
+              --sparsity_conf "levels=[$(awk -v p="${size#sp}" 'BEGIN {print p / 100}')]"
+          else
+            run "$config" "${tag}_alone${size}_seed${seed}" --seed "$seed" \
+              --model_conf "train_only=$size"
+          fi
         done ;;
       *) echo "$0: unknown run '$part' (onejob alone)" >&2; exit 1 ;;
     esac

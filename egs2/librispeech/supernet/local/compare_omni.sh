@@ -9,6 +9,9 @@
 #   local/compare_omni.sh [run.sh options]
 #   RUNS=omni local/compare_omni.sh                  # a subset: omni pruned
 #   LEVELS="0.5 0.85" RUNS=pruned local/compare_omni.sh
+# Several seeds, with the one-job-vs-alone table of RESULTS.md (mean and range per level):
+#   local/compare_alone.sh --config conf/train_supernet_conformer_demo_omni.yaml \
+#     --seeds "0 1" --sizes sp85 --inference_config conf/decode_ctc_greedy.yaml --use_lm false
 # Then per level: ./run.sh --stage 14 --asr_config conf/train_supernet_conformer_demo_omni.yaml
 # --inference_config conf/decode_ctc_greedy.yaml --use_lm false (export, file size, latency).
 set -euo pipefail
