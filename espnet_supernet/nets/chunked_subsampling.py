@@ -85,7 +85,7 @@ def chunked_subsampling(
     first = embed.conv[0]
     steps_first = stride // first.stride[0]  # first-conv rows per output frame
     width = (xs.size(2) - first.kernel_size[1]) // first.stride[1] + 1
-    row_bytes = xs.size(0) * first.out_channels * width * xs.element_size()
+    row_bytes = xs.size(0) * first.weight.shape[0] * width * xs.element_size()
     linear = embed.out[0] if isinstance(embed.out, torch.nn.Sequential) else embed.out
     n_out = (xs.size(1) - field) // stride + 1
     if chunk_bytes is None and xs.device.type != "cpu":
@@ -127,12 +127,12 @@ def channels_last_convolutions(conv: torch.nn.Sequential, xs: torch.Tensor) -> t
     """
     first, rest = conv[0], conv[1:]
     kt, kf = first.kernel_size
-    if first.in_channels != 1 or first.padding != (0, 0) or first.dilation != (1, 1) \
+    if first.weight.shape[1] != 1 or first.padding != (0, 0) or first.dilation != (1, 1) \
             or first.groups != 1:
         return conv(xs.unsqueeze(1))
     patches = xs.unfold(1, kt, first.stride[0]).unfold(2, kf, first.stride[1])
     b, t, f = patches.shape[:3]  # (B, T1, F1, kt, kf)
-    weight = first.weight.reshape(first.out_channels, kt * kf).t()
+    weight = first.weight.reshape(-1, kt * kf).t()  # (out channels: sliced or not)
     rows = patches.reshape(b * t * f, kt * kf)
     h = rows @ weight if first.bias is None else torch.addmm(first.bias, rows, weight)
     h = h.view(b, t, f, -1).permute(0, 3, 1, 2)
@@ -160,5 +160,5 @@ def frequency_major_linear(linear: torch.nn.Linear, h: torch.Tensor) -> torch.Te
         # e.g. a dynamically quantized int8 Linear: its own forward on ESPnet's layout
         return linear(h.transpose(1, 2).reshape(b, t, c * f))
     weight = inference_cached(linear, "frequency_major_weight", (linear.weight,), lambda: (
-        linear.weight.view(-1, c, f).transpose(1, 2).reshape(-1, f * c)))
+        linear.weight.reshape(-1, c, f).transpose(1, 2).reshape(-1, f * c)))
     return F.linear(h.permute(0, 2, 3, 1).reshape(b, t, f * c), weight, linear.bias)

@@ -21,6 +21,7 @@ from espnet.nets.pytorch_backend.transformer.subsampling import (
 from espnet_supernet.nets.chunked_subsampling import can_chunk, chunked_subsampling
 from espnet_supernet.nets.elastic_attention import elastic_self_attention
 from espnet_supernet.nets.elastic_feed_forward import elastic_feed_forward
+from espnet_supernet.nets.elastic_subsampling import sliced_subsampling
 from espnet_supernet.nets.inference_cache import inference_cached
 from espnet_supernet.nets.subnet_space import MODULE_ATTRS, MODULE_TYPES
 from espnet_supernet.nets.switchable_batch_norm import SwitchableBatchNorm1d
@@ -29,27 +30,36 @@ from espnet_supernet.nets.unit_gates import Gate, UnitSlice, is_skipped
 
 
 class FrontendOutput(NamedTuple):
-    """Output of the unpruned front end, shared by every subnet of a step.
+    """Output of the front end, shared by every subnet of a step that runs it at the same
+    width.
 
     Attributes:
         xs: subsampled features with positional encoding, (B, T', D).
         pos_emb: relative positional embedding (1, 2T'-1 or T', D), or None.
         masks: non-padding mask (B, 1, T').
+        channels: the front end's channels it was computed with (None: all).
+        inputs: the features and lengths it was computed from, and the outputs at other
+            widths computed so far (``{channels: FrontendOutput}``), for an elastic front
+            end (:meth:`SupernetConformerEncoder.frontend_at`); else None.
     """
 
     xs: torch.Tensor
     pos_emb: Optional[torch.Tensor]
     masks: torch.Tensor
+    channels: Optional[int] = None
+    inputs: Optional[Tuple[torch.Tensor, torch.Tensor, dict]] = None
 
 
 def frontend_forward(encoder: torch.nn.Module, xs_pad: torch.Tensor,
-                     ilens: torch.Tensor) -> FrontendOutput:
+                     ilens: torch.Tensor, channels: Optional[int] = None) -> FrontendOutput:
     """Subsampling and positional encoding (``encoder.embed``) of a Conformer encoder.
 
     Args:
         encoder: an ESPnet ``ConformerEncoder`` (or subclass).
         xs_pad: features (B, L, input_size).
         ilens: lengths (B,).
+        channels: run the convolutional front end at its first ``channels`` channels
+            (:mod:`espnet_supernet.nets.elastic_subsampling`); None: all.
 
     Raises:
         TooShortUttError: input too short for the subsampling (as stock ESPnet).
@@ -66,14 +76,16 @@ def frontend_forward(encoder: torch.nn.Module, xs_pad: torch.Tensor,
             xs_pad.size(1),
             limit,
         )
-    if isinstance(encoder.embed, torch.nn.Sequential):
+    if channels is not None:
+        out, masks = sliced_subsampling(encoder.embed, xs_pad, masks, channels)
+    elif isinstance(encoder.embed, torch.nn.Sequential):
         out = encoder.embed(xs_pad)
     elif can_chunk(encoder.embed):
         out, masks = chunked_subsampling(encoder.embed, xs_pad, masks)
     else:
         out, masks = encoder.embed(xs_pad, masks)
     xs, pos_emb = out if isinstance(out, tuple) else (out, None)
-    return FrontendOutput(xs, pos_emb, masks)
+    return FrontendOutput(xs, pos_emb, masks, channels)
 
 
 class StandardStridesGrad(torch.autograd.Function):

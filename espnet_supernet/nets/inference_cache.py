@@ -11,7 +11,8 @@ def inference_cached(owner: torch.nn.Module, name: str, sources: Sequence[torch.
     gradient is needed.
 
     It is rebuilt when a source changes: another storage (``.to(device)``, a masked copy
-    of a weight) or an in-place update (``load_state_dict``, an optimizer step, a
+    of a weight), another shape (a sliced view that starts where its weight does) or an
+    in-place update (``load_state_dict``, an optimizer step, a
     BatchNorm re-estimation bump the version). The entry holds the sources' storages, so
     no new tensor can take a cached one's address. With gradients enabled nothing is
     cached, so training differentiates through ``build`` on the live parameters.
@@ -24,7 +25,7 @@ def inference_cached(owner: torch.nn.Module, name: str, sources: Sequence[torch.
     """
     if torch.is_grad_enabled():
         return build()
-    key = tuple((t.data_ptr(), t._version) for t in sources)
+    key = tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in sources)
     store = owner.__dict__.setdefault("_inference_cache", {})
     hit = store.get(name)
     if hit is None or hit[0] != key:

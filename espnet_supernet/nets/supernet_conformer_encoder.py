@@ -11,6 +11,10 @@ Conformer. ESPnet's own options work as in stock ESPnet on top of the subnet mas
 stochastic depth and layer drop (training), intermediate CTC and self-conditioning (for a
 subnet, see ``conformer_blocks.interctc_feeds``).
 
+An elastic front end: ``subnet_frontend_channels`` gives named subnets a convolutional
+front end of fewer channels (``elastic_subsampling``), so that a small size does not pay
+the full front end (about 0.37 of a 12 x 256 encoder's FLOPs).
+
 Component-wise elasticity (OrthoSoftmax, Xu et al., ICASSP 2025): with ``ffn_chunks`` > 1
 and ``prune_heads`` a subnet may keep some FFN hidden chunks and attention heads of a
 module; it then computes with the sliced weights (see ``elastic_feed_forward`` and
@@ -33,6 +37,7 @@ from espnet_supernet.nets.conformer_blocks import (
     frontend_forward,
 )
 from espnet_supernet.nets.elastic_attention import check_sliceable
+from espnet_supernet.nets.elastic_subsampling import check_elastic, subsampling_channels
 from espnet_supernet.nets.fast_dropout import use_fast_dropout
 from espnet_supernet.nets.subnet_space import UnitLayout, block_kinds, build_subnet_table
 from espnet_supernet.nets.switchable_batch_norm import SwitchableBatchNorm1d
@@ -80,6 +85,9 @@ class SupernetConformerEncoder(ConformerEncoder):
             (:mod:`espnet_supernet.nets.vgg_subsampling`), with
         vgg_channels: its four convolutions' channels (the authors' 32, 64, 64, 32) and
         vgg_activation: ``relu`` (the authors') or ``silu``.
+        subnet_frontend_channels: ``{name: channels}``: the named subnet runs the
+            convolutional front end (``input_layer`` conv2d, conv2d2, conv2d6, conv2d8)
+            at its first ``channels`` of ``output_size`` channels; the others at all.
     """
 
     @typechecked
@@ -125,6 +133,7 @@ class SupernetConformerEncoder(ConformerEncoder):
         adaptive_ffn_dropout: bool = True,
         vgg_channels: List[int] = list(DEFAULT_VGG_CHANNELS),
         vgg_activation: str = "relu",
+        subnet_frontend_channels: Optional[Dict[str, int]] = None,
     ):
         unsupported = {"ctc_trim": ctc_trim, "concat_after": concat_after}
         bad = [name for name, used in unsupported.items() if used]
@@ -186,6 +195,15 @@ class SupernetConformerEncoder(ConformerEncoder):
         table = build_subnet_table(self.layout, subnet_sizes, subnet_masks, subnet_rule,
                                    subnet_names)
         self.subnet_names: List[str] = list(table)
+        self.subnet_frontend_channels: Dict[str, int] = {}
+        for name, channels in (subnet_frontend_channels or {}).items():
+            if str(name) not in self.subnet_names:
+                raise ValueError(f"subnet_frontend_channels names {name!r}, not a subnet of "
+                                 f"this supernet ({', '.join(self.subnet_names)})")
+            check_elastic(self.embed, channels)
+            if channels < subsampling_channels(self.embed):
+                self.subnet_frontend_channels[str(name)] = channels
+        self._active_channels: Optional[int] = None
         # Persistent so that learned masks travel with the checkpoint.
         self.register_buffer(
             "subnet_mask_table", torch.tensor(list(table.values()), dtype=torch.float)
@@ -255,6 +273,10 @@ class SupernetConformerEncoder(ConformerEncoder):
         if self.bn_stats == "per_size" and self._size_statistics and mask in self._mask_rows:
             slot = self._mask_rows.index(mask)
         self._active_mask, self._active_slot = mask, slot
+        self._active_channels = None
+        if mask in self._mask_rows:
+            self._active_channels = self.subnet_frontend_channels.get(
+                self.subnet_names[self._mask_rows.index(mask)])
         for layer in self.encoders:
             if layer.conv_module is not None:
                 layer.conv_module.norm.active_slot = slot
@@ -273,8 +295,27 @@ class SupernetConformerEncoder(ConformerEncoder):
                 norm.reset_slots()
 
     def set_named_subnet(self, name: str) -> None:
-        """Activate the named subnet (see ``subnet_names``)."""
+        """Activate the named subnet (see ``subnet_names``) and its front-end width."""
         self.set_subnet(self.subnet_mask(name))
+        self._active_channels = self.subnet_frontend_channels.get(name)
+
+    def set_frontend_channels(self, channels: Optional[int]) -> None:
+        """Run the front end of the active subnet at ``channels`` channels (None: all),
+        e.g. for a subnet given by its mask; ``set_subnet`` resets it."""
+        if channels is not None:
+            check_elastic(self.embed, channels)
+            if channels == subsampling_channels(self.embed):
+                channels = None
+        self._active_channels = channels
+
+    @property
+    def active_frontend_channels(self) -> Optional[int]:
+        """Front-end channels of the active subnet (None: all)."""
+        return self._active_channels
+
+    def frontend_channels_of(self, name: str) -> Optional[int]:
+        """Front-end channels of a named subnet (None: all)."""
+        return self.subnet_frontend_channels.get(name)
 
     @property
     def active_mask(self) -> List[int]:
@@ -330,13 +371,30 @@ class SupernetConformerEncoder(ConformerEncoder):
 
     # ------------------------------------------------------------------ forward
     def forward_frontend(self, xs_pad: torch.Tensor, ilens: torch.Tensor) -> FrontendOutput:
-        """Subsampling and positional encoding, run once per batch.
+        """Subsampling and positional encoding, run once per batch (at the active
+        subnet's front-end width; a subnet of another width recomputes it, see
+        :meth:`frontend_at`).
 
         Args:
             xs_pad: features (B, L, input_size).
             ilens: lengths (B,).
         """
-        return frontend_forward(self, xs_pad, ilens)
+        front = frontend_forward(self, xs_pad, ilens, self._active_channels)
+        return front._replace(inputs=(xs_pad, ilens, {front.channels: front}))
+
+    def frontend_at(self, front: FrontendOutput, channels: Optional[int]) -> FrontendOutput:
+        """``front`` computed at ``channels`` front-end channels (None: all): itself if it
+        was, else from its inputs, once per width and batch."""
+        if front.channels == channels:
+            return front
+        if front.inputs is None:
+            raise ValueError(f"this front-end output was computed at {front.channels} "
+                             f"channels and the subnet needs {channels}; pass the output "
+                             "of this encoder's forward_frontend")
+        xs_pad, ilens, widths = front.inputs
+        if channels not in widths:
+            widths[channels] = frontend_forward(self, xs_pad, ilens, channels)
+        return widths[channels]._replace(inputs=front.inputs)
 
     def forward_subnet(
         self, front: FrontendOutput, gates: Optional[Sequence[Gate]] = None,
@@ -366,6 +424,7 @@ class SupernetConformerEncoder(ConformerEncoder):
         """:meth:`forward_subnet` and the intermediate outputs ``[(layer, (B, T', D))]``
         of ``interctc_layer_idx`` that the subnet computes (``interctc_feeds``)."""
         gates = self.gates(self._active_mask) if gates is None else gates
+        front = self.frontend_at(front, self._active_channels)
         return encoder_blocks_forward(self, front, self.block_gates(gates),
                                       self.adaptive_ffn_dropout, self.layout.kinds, ctc)
 
