@@ -41,14 +41,15 @@ def measured_encoder_flops(model: torch.nn.Module, name: str, seconds: float) ->
 def _input_size(encoder: torch.nn.Module) -> int:
     """A feature dimension that an encoder with conv2d subsampling accepts."""
     linear = encoder.embed.out[0]
-    odim = encoder.embed.conv[0].out_channels
+    odim = encoder.embed.conv[0].weight.shape[0]
     freq = linear.in_features // odim  # ((F - 1) // 2 - 1) // 2
     return 4 * freq + 3
 
 
 def subnet_report(model: torch.nn.Module, seconds: float = 10.0) -> Dict[str, dict]:
     """``{name: {mask, num_modules, num_units, kept, encoder_params, total_params,
-    encoder_gflops_per_sec}}`` (``mask`` is the unit mask, see ``encoder.layout``).
+    encoder_gflops_per_sec}}`` (``mask`` is the unit mask, see ``encoder.layout``; a size
+    with a narrow front end also has ``frontend_channels``, and its costs are at them).
     For an MH-SSM supernet (TODM): ``{name: {depth, width, encoder_params, total_params,
     encoder_gflops_per_sec}}``, FLOPs counted by ``FlopCounterMode``; a model trained
     with ``train_only`` reports that size only."""
@@ -77,7 +78,8 @@ def subnet_report(model: torch.nn.Module, seconds: float = 10.0) -> Dict[str, di
         if getattr(model, "train_only", None) not in (None, name):
             continue
         mask = encoder.subnet_mask(name)
-        enc = int(params.subnet(mask))
+        channels = encoder.frontend_channels_of(name)
+        enc = int(params.subnet(mask, channels))
         report[name] = {
             "mask": mask,
             "num_modules": sum(encoder.layout.modules_of(mask)),
@@ -85,8 +87,10 @@ def subnet_report(model: torch.nn.Module, seconds: float = 10.0) -> Dict[str, di
             "kept": kept_components(encoder.layout, mask),
             "encoder_params": enc,
             "total_params": enc + rest,
-            "encoder_gflops_per_sec": flops.subnet(mask) / 1e9,
+            "encoder_gflops_per_sec": flops.subnet(mask, channels) / 1e9,
         }
+        if channels is not None:
+            report[name]["frontend_channels"] = channels
     return report
 
 

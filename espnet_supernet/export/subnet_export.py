@@ -6,7 +6,8 @@
   ``stock_encoder=False`` it becomes a ``pruned_conformer`` of full blocks instead, which
   runs this package's forward (on the CPU its front end takes about half the time of
   ESPnet's; whole exported sizes ran 1.4-1.5x faster, ``bench/bench_export.py``).
-- Any other subnet (single modules, some FFN chunks or attention heads) becomes a
+- Any other subnet (single modules, some FFN chunks or attention heads, a narrow front
+  end: ``subnet_frontend_channels``) becomes a
   :class:`~espnet_supernet.nets.pruned_conformer_encoder.PrunedConformerEncoder`
   (``encoder: pruned_conformer``) with physically smaller weights.
 
@@ -23,13 +24,15 @@ from typing import Dict, List, Optional
 import torch
 from espnet2.asr.espnet_model import ESPnetASRModel
 
+from espnet_supernet.nets.elastic_subsampling import sliced_parameters
 from espnet_supernet.nets.switchable_linear import SwitchableLinear
 from espnet_supernet.nets.unit_gates import UnitSlice, is_skipped
 from espnet_supernet.nets.vgg_subsampling import VGG4Subsampling
 from espnet_supernet.train.supernet_asr_model import SupernetASRModel
 
 SUPERNET_ENCODER_KEYS = ("subnet_sizes", "subnet_masks", "subnet_rule", "subnet_names",
-                         "bn_stats", "ffn_chunks", "prune_heads", "adaptive_ffn_dropout")
+                         "bn_stats", "ffn_chunks", "prune_heads", "adaptive_ffn_dropout",
+                         "subnet_frontend_channels")
 STOCK_MODEL_KEYS = tuple(inspect.signature(ESPnetASRModel.__init__).parameters)
 SUPERNET_CONFIG_KEYS = ("selection", "selection_conf", "sparsity", "sparsity_conf")
 _MODULE_OF_ATTR = {"feed_forward_macaron": "ffn_macaron", "norm_ff_macaron": "ffn_macaron",
@@ -95,8 +98,10 @@ def exported_interctc(layers: List[int], kept_blocks: List[int]) -> List[int]:
 
 
 def exported_config(train_config: dict, kept_blocks: List[int],
-                    blocks: List[Dict[str, int]], whole_blocks: bool) -> dict:
-    """The exported model's config: stock ``espnet`` model, stock or pruned encoder."""
+                    blocks: List[Dict[str, int]], whole_blocks: bool,
+                    frontend_channels: Optional[int] = None) -> dict:
+    """The exported model's config: stock ``espnet`` model, stock or pruned encoder (with
+    ``frontend_channels`` given: a pruned encoder with that narrow front end)."""
     config = copy.deepcopy(train_config)
     encoder_conf = {k: v for k, v in config["encoder_conf"].items()
                     if k not in SUPERNET_ENCODER_KEYS}
@@ -117,6 +122,8 @@ def exported_config(train_config: dict, kept_blocks: List[int],
         config["encoder"] = "pruned_conformer"
         encoder_conf.pop("num_blocks", None)
         encoder_conf["blocks"] = blocks
+        if frontend_channels is not None:
+            encoder_conf["frontend_channels"] = frontend_channels
     config["encoder_conf"] = encoder_conf
     config["model"] = "espnet"
     config["model_conf"] = {k: v for k, v in (config.get("model_conf") or {}).items()
@@ -160,10 +167,11 @@ def export_subnet(model: SupernetASRModel, train_config: dict, name: str,
     kept = [b for b, spec in enumerate(specs) if spec is not None]
     blocks = [specs[b] for b in kept]
     # ESPnet's stock encoder has no VGG front end: such a model exports as pruned_conformer
-    stock_frontend = not isinstance(model.encoder.embed, VGG4Subsampling)
+    channels = getattr(model.encoder, "active_frontend_channels", None)
+    stock_frontend = not isinstance(model.encoder.embed, VGG4Subsampling) and channels is None
     whole = stock_encoder and stock_frontend and all(
         spec == block_specs_full(model) for spec in blocks)
-    config = exported_config(train_config, kept, blocks, whole)
+    config = exported_config(train_config, kept, blocks, whole, channels)
     target = build_model(config)
     state = _subnet_state(model, target.state_dict(), kept)
     target.load_state_dict(state, strict=True)  # shapes and names must match exactly
@@ -190,10 +198,14 @@ def _hidden_units(ff: torch.nn.Module) -> int:
 def _subnet_state(model: SupernetASRModel, target: Dict[str, torch.Tensor],
                   kept: List[int]) -> Dict[str, torch.Tensor]:
     """Weights for every key of the exported model ``target``, from the supernet's
-    active subnet: renumbered blocks, sliced units, the subnet's BN statistics and CTC
-    head."""
+    active subnet: renumbered blocks, sliced units and front-end channels, the subnet's
+    BN statistics and CTC head."""
     encoder, source = model.encoder, model.state_dict()
     gates, kinds = encoder.gates(encoder.active_mask), encoder.layout.kinds
+    channels = getattr(encoder, "active_frontend_channels", None)
+    if channels is not None:  # the narrow front end's slices of the shared weights
+        source.update({f"encoder.embed.{k}": v for k, v in
+                       sliced_parameters(encoder.embed, channels).items()})
     state = {}
     for key in target:
         match = re.match(r"encoder\.encoders\.(\d+)\.([^.]+)\.?(.*)$", key)

@@ -13,7 +13,7 @@ Training differentiates through the sliced views of the shared weights; an expor
 subnet gets a physically narrower stock module (:func:`narrow_subsampling`).
 """
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from espnet.nets.pytorch_backend.transformer.subsampling import (
@@ -26,7 +26,7 @@ from espnet.nets.pytorch_backend.transformer.subsampling import (
 from espnet_supernet.nets.chunked_subsampling import can_chunk, chunked_subsampling
 
 #: ESPnet front ends whose channels can be narrowed (Conv2d(1, C), Conv2d(C, C), ...,
-#: then ``out = Sequential(Linear(C * F', D), pos_enc)``).
+#: then ``Linear(C * F', D)`` as ``out[0]`` or, for the 8x one, ``out``).
 ELASTIC_SUBSAMPLING = (Conv2dSubsampling, Conv2dSubsampling2, Conv2dSubsampling6,
                        Conv2dSubsampling8)
 
@@ -34,6 +34,13 @@ ELASTIC_SUBSAMPLING = (Conv2dSubsampling, Conv2dSubsampling2, Conv2dSubsampling6
 def subsampling_channels(embed: torch.nn.Module) -> int:
     """C, the channels of ``embed``'s convolutions."""
     return embed.conv[0].weight.shape[0]
+
+
+def output_linear(embed: torch.nn.Module) -> Tuple[str, torch.nn.Linear]:
+    """(parameter prefix, module) of the output ``Linear(C * F', D)`` of ``embed``."""
+    if isinstance(embed.out, torch.nn.Sequential):
+        return "out.0", embed.out[0]
+    return "out", embed.out
 
 
 def check_elastic(embed: torch.nn.Module, channels: int) -> None:
@@ -64,9 +71,9 @@ def sliced_parameters(embed: torch.nn.Module, channels: int) -> Dict[str, torch.
         params[f"conv.{i}.weight"] = weight if k == 0 else weight[:, :channels]
         if conv.bias is not None:
             params[f"conv.{i}.bias"] = conv.bias[:channels]
-    linear = embed.out[0]
+    prefix, linear = output_linear(embed)
     per_channel = linear.weight.shape[1] // subsampling_channels(embed)
-    params["out.0.weight"] = linear.weight[:, :channels * per_channel]
+    params[f"{prefix}.weight"] = linear.weight[:, :channels * per_channel]
     return params
 
 
@@ -108,8 +115,13 @@ def narrow_subsampling(embed: torch.nn.Module, idim: int, channels: int) -> torc
     D-dimensional output and positional encoding (its weights to be loaded): what an
     exported subnet with a narrow front end runs (tracing and ONNX included)."""
     check_elastic(embed, channels)
-    linear, pos_enc = embed.out[0], embed.out[1]
+    linear = output_linear(embed)[1]
+    pos_enc = embed.out[1] if isinstance(embed.out, torch.nn.Sequential) else embed.pos_enc
     narrow = type(embed)(idim, channels, 0.0, pos_enc)
-    narrow.out[0] = torch.nn.Linear(narrow.out[0].in_features, linear.out_features,
-                                    bias=linear.bias is not None)
+    out = torch.nn.Linear(output_linear(narrow)[1].in_features, linear.out_features,
+                          bias=linear.bias is not None)
+    if isinstance(narrow.out, torch.nn.Sequential):
+        narrow.out[0] = out
+    else:
+        narrow.out = out
     return narrow

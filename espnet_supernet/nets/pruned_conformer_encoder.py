@@ -18,6 +18,7 @@ from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
 )
 
 from espnet_supernet.nets.conformer_blocks import encoder_blocks_forward, frontend_forward
+from espnet_supernet.nets.elastic_subsampling import narrow_subsampling
 from espnet_supernet.nets.subnet_space import MODULE_ATTRS, block_kinds
 from espnet_supernet.nets.vgg_subsampling import (
     DEFAULT_VGG_CHANNELS,
@@ -51,7 +52,9 @@ class PrunedConformerEncoder(ConformerEncoder):
             a module.
         **conformer_conf: every other argument of ESPnet's ``ConformerEncoder``
             (``num_blocks`` is ``len(blocks)``), and the supernet's ``input_layer: vgg4``
-            with ``vgg_channels`` and ``vgg_activation`` (see ``vgg_subsampling``).
+            with ``vgg_channels`` and ``vgg_activation`` (see ``vgg_subsampling``), and
+            ``frontend_channels``: a convolutional front end (``input_layer`` conv2d ...)
+            of that many channels instead of ``output_size`` (``elastic_subsampling``).
     """
 
     def __init__(self, input_size: int, blocks: List[Dict[str, int]],
@@ -76,10 +79,14 @@ class PrunedConformerEncoder(ConformerEncoder):
         use_vgg = conformer_conf.get("input_layer") in VGG_INPUT_LAYERS
         if use_vgg:
             conformer_conf["input_layer"] = None
+        frontend_channels = conformer_conf.pop("frontend_channels", None)
         super().__init__(input_size, **conformer_conf)
         if use_vgg:
             install_vgg_frontend(self, input_size, conformer_conf.get("output_size", 256),
                                  **vgg)
+        if frontend_channels is not None:
+            self.embed = narrow_subsampling(self.embed, input_size, int(frontend_channels))
+        self.frontend_channels = frontend_channels
         self.blocks = [dict(spec) for spec in blocks]
         self.kinds = self_kinds
         heads = conformer_conf.get("attention_heads", 4)

@@ -21,14 +21,24 @@ Conventions
   :func:`measured_flops_per_second` counts the real forward and validates these formulas;
   :func:`flop_counter` is ``FlopCounterMode`` that also counts the fused CPU attention
   kernel (as its two matmuls), which torch's counter skips.
+- An elastic front end (``subnet_frontend_channels``): its cost at c channels is
+  ``a + b c + q c^2`` (the convolutions after the first one are C x C, the output linear
+  reads c F' columns), fitted exactly from three widths (:class:`FrontendCost`); a subnet's
+  cost then replaces the full front end's share of the fixed part with its width's.
 """
 
-from typing import List, NamedTuple, Sequence
+from typing import List, NamedTuple, Optional, Sequence
 
 import torch
 from espnet.nets.pytorch_backend.transformer.attention import RelPositionMultiHeadedAttention
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from espnet_supernet.nets.conformer_blocks import frontend_forward
+from espnet_supernet.nets.elastic_subsampling import (
+    ELASTIC_SUBSAMPLING,
+    sliced_parameters,
+    subsampling_channels,
+)
 from espnet_supernet.nets.subnet_space import MODULE_ATTRS, UnitLayout
 
 CRITERIA = ("params", "flops")
@@ -52,14 +62,39 @@ class ModuleCost(NamedTuple):
     per_unit: float
 
 
+class FrontendCost(NamedTuple):
+    """Cost of an elastic front end at c of its ``channels``: ``a + b c + q c^2``."""
+
+    channels: int
+    a: float
+    b: float
+    q: float
+
+    def at(self, channels: Optional[int] = None) -> float:
+        """The cost at ``channels`` (None: all)."""
+        c = self.channels if channels is None else channels
+        return self.a + self.b * c + self.q * c * c
+
+    @classmethod
+    def fit(cls, channels: int, cost_at) -> "FrontendCost":
+        """The quadratic through ``cost_at(c)`` at c = C, C // 2 and C // 4 (C >= 4)."""
+        widths = [channels, channels // 2, channels // 4]
+        system = torch.tensor([[1.0, c, c * c] for c in widths], dtype=torch.float64)
+        costs = torch.tensor([float(cost_at(c)) for c in widths], dtype=torch.float64)
+        a, b, q = torch.linalg.solve(system, costs).tolist()
+        return cls(channels, a, b, q)
+
+
 class CostTable(NamedTuple):
-    """Costs of an encoder: the fixed part, each of the M modules (module order) and what a
-    block costs once any of its modules is kept (its final norm)."""
+    """Costs of an encoder: the fixed part (the front end at all its channels included),
+    each of the M modules (module order), what a block costs once any of its modules is
+    kept (its final norm) and, for an elastic front end, its cost per width."""
 
     fixed: float
     modules: List[ModuleCost]
     layout: UnitLayout
     block_overhead: float = 0.0
+    frontend: Optional[FrontendCost] = None
 
     @property
     def total(self) -> float:
@@ -71,10 +106,16 @@ class CostTable(NamedTuple):
     def _units(self, module: int) -> int:
         return self.layout.units_of(module)
 
-    def subnet(self, mask: Sequence[int]) -> float:
-        """Exact cost of a subnet given as a module (M) or unit (N) mask."""
+    def subnet(self, mask: Sequence[int], frontend_channels: Optional[int] = None) -> float:
+        """Exact cost of a subnet given as a module (M) or unit (N) mask, with its front end
+        at ``frontend_channels`` (None: all)."""
         units = self.layout.as_units(mask)
         cost = self.fixed
+        if frontend_channels is not None:
+            if self.frontend is None:
+                raise ValueError("this encoder's front end is not elastic (input_layer "
+                                 "conv2d, conv2d2, conv2d6 or conv2d8 is)")
+            cost += self.frontend.at(frontend_channels) - self.frontend.at()
         blocks = set()
         for j, module in enumerate(self.modules):
             a, b = self.layout.module_span(j)
@@ -127,7 +168,21 @@ def params_table(encoder: torch.nn.Module) -> CostTable:
     block = 0 if norm_final is None else _numel(norm_final)
     fixed = _numel(encoder) - block * layout.num_blocks - sum(
         m.overhead + m.per_unit * layout.units_of(j) for j, m in enumerate(modules))
-    return CostTable(fixed, modules, layout, block)
+    frontend = None
+    if _elastic(encoder):
+        embed = encoder.embed
+        rest = _numel(embed) - sum(p.numel() for p in sliced_parameters(
+            embed, subsampling_channels(embed)).values())
+        frontend = FrontendCost.fit(subsampling_channels(embed), lambda c: rest + sum(
+            p.numel() for p in sliced_parameters(embed, c).values()))
+    return CostTable(fixed, modules, layout, block, frontend)
+
+
+def _elastic(encoder: torch.nn.Module) -> bool:
+    """Whether ``encoder``'s front end can run at fewer channels (and has at least 4)."""
+    embed = getattr(encoder, "embed", None)
+    return (type(embed) in ELASTIC_SUBSAMPLING and subsampling_channels(embed) >= 4
+            and hasattr(encoder, "subnet_frontend_channels"))
 
 
 @torch.no_grad()
@@ -139,9 +194,18 @@ def flops_table(encoder: torch.nn.Module, seconds: float = 10.0) -> CostTable:
     encoder.eval()
     counter = flop_counter()
     param = next(encoder.parameters())
+    xs = torch.zeros(1, frames, encoder.input_size, dtype=param.dtype, device=param.device)
+    lens = torch.tensor([frames], device=param.device)
     with counter:
-        xs = torch.zeros(1, frames, encoder.input_size, dtype=param.dtype, device=param.device)
-        front = encoder.forward_frontend(xs, torch.tensor([frames], device=param.device))
+        front = frontend_forward(encoder, xs, lens)
+    frontend = None
+    if _elastic(encoder):
+        def flops_at(channels: int) -> float:
+            with flop_counter() as count:
+                frontend_forward(encoder, xs, lens, channels)
+            return count.get_total_flops() / seconds
+
+        frontend = FrontendCost.fit(subsampling_channels(encoder.embed), flops_at)
     encoder.train(was_training)
     T = front.xs.size(1)
     layer = encoder.encoders[0]
@@ -162,7 +226,7 @@ def flops_table(encoder: torch.nn.Module, seconds: float = 10.0) -> CostTable:
     modules = [ModuleCost(0, whole[kind] / units / seconds)
                for _ in range(layout.num_blocks)
                for kind, units in zip(layout.kinds, layout.per_module)]
-    return CostTable(counter.get_total_flops() / seconds, modules, layout)
+    return CostTable(counter.get_total_flops() / seconds, modules, layout, 0.0, frontend)
 
 
 def cost_table(encoder: torch.nn.Module, criterion: str, seconds: float = 10.0) -> CostTable:
@@ -174,23 +238,28 @@ def cost_table(encoder: torch.nn.Module, criterion: str, seconds: float = 10.0) 
     raise ValueError(f"unknown cost criterion {criterion!r}; choose one of {CRITERIA}")
 
 
-def subnet_params(encoder: torch.nn.Module, mask: Sequence[int]) -> int:
-    """Encoder parameters used by the subnet ``mask`` (module or unit mask)."""
-    return int(params_table(encoder).subnet(mask))
+def subnet_params(encoder: torch.nn.Module, mask: Sequence[int],
+                  frontend_channels: Optional[int] = None) -> int:
+    """Encoder parameters used by the subnet ``mask`` (module or unit mask) with its front
+    end at ``frontend_channels`` (None: all)."""
+    return int(params_table(encoder).subnet(mask, frontend_channels))
 
 
 def subnet_flops_per_second(
-    encoder: torch.nn.Module, mask: Sequence[int], seconds: float = 10.0
+    encoder: torch.nn.Module, mask: Sequence[int], seconds: float = 10.0,
+    frontend_channels: Optional[int] = None,
 ) -> float:
     """Encoder FLOPs per second of audio of the subnet ``mask`` (the cost model)."""
-    return flops_table(encoder, seconds).subnet(mask)
+    return flops_table(encoder, seconds).subnet(mask, frontend_channels)
 
 
 @torch.no_grad()
 def measured_flops_per_second(
-    encoder: torch.nn.Module, mask: Sequence[int], seconds: float = 10.0
+    encoder: torch.nn.Module, mask: Sequence[int], seconds: float = 10.0,
+    frontend_channels: Optional[int] = None,
 ) -> float:
-    """FLOPs per second of audio counted by ``FlopCounterMode`` on the real forward."""
+    """FLOPs per second of audio counted by ``FlopCounterMode`` on the real forward (the
+    front end at ``frontend_channels``, None: all)."""
     was_training = encoder.training
     encoder.eval()
     param = next(encoder.parameters())
@@ -198,8 +267,14 @@ def measured_flops_per_second(
     xs = torch.randn(1, frames, encoder.input_size, dtype=param.dtype, device=param.device)
     lens = torch.tensor([frames], device=param.device)
     counter = flop_counter()
+    elastic = hasattr(encoder, "set_frontend_channels")
+    if elastic:
+        active = encoder.active_frontend_channels
+        encoder.set_frontend_channels(frontend_channels)
     with counter:
         encoder.forward_subnet(encoder.forward_frontend(xs, lens),
                                gates=encoder.gates(encoder.layout.as_units(mask)))
+    if elastic:
+        encoder.set_frontend_channels(active)
     encoder.train(was_training)
     return counter.get_total_flops() / seconds

@@ -36,6 +36,7 @@ def selection_summary(selection: AbsSelection, encoder: torch.nn.Module) -> Dict
     for name, mask in selection.masks().items():
         units = layout.as_units(mask)
         modules = layout.modules_of(units)
+        channels = getattr(encoder, "subnet_frontend_channels", {}).get(name)
         row = dict(modules=int(sum(modules)))
         if layout.num_units != layout.num_modules:
             row["units"] = int(sum(units))
@@ -44,11 +45,13 @@ def selection_summary(selection: AbsSelection, encoder: torch.nn.Module) -> Dict
             module_fraction=[round(sum(units[a:b]) / (b - a), 4)
                              for a, b in map(layout.module_span, range(layout.num_modules))],
             kept=kept_components(layout, units),
-            encoder_params=int(params.subnet(units)),
-            params_fraction=round(params.subnet(units) / params.total, 4),
-            encoder_gflops_per_sec=round(flops.subnet(units) / 1e9, 4),
-            flops_fraction=round(flops.subnet(units) / flops.total, 4),
+            encoder_params=int(params.subnet(units, channels)),
+            params_fraction=round(params.subnet(units, channels) / params.total, 4),
+            encoder_gflops_per_sec=round(flops.subnet(units, channels) / 1e9, 4),
+            flops_fraction=round(flops.subnet(units, channels) / flops.total, 4),
         )
+        if channels is not None:
+            row["frontend_channels"] = channels
         sizes[name] = row
     return dict(
         method=type(selection).__name__,

@@ -82,6 +82,34 @@ def test_vgg_front_end_exports_as_pruned_conformer_with_its_weights(tmp_path):
     assert max_encoder_difference(model, exported, seconds=2.0) <= 1e-5
 
 
+def test_narrow_front_end_exports_physically_narrow(tmp_path):
+    """A size with subnet_frontend_channels exports as pruned_conformer with a stock conv2d
+    front end of that many channels: its parameters are the report's, its output the
+    supernet subnet's; the full size stays a stock conformer."""
+    model, config, path = make_supernet(tmp_path, subnet_frontend_channels={"4": 12})
+    report = subnet_report(model)
+    assert report["4"]["frontend_channels"] == 12 and "frontend_channels" not in report["8"]
+    export = export_subnet(model, config, "4", build_from_config)
+    assert export.encoder == "pruned_conformer"
+    assert export.config["encoder_conf"]["frontend_channels"] == 12
+    assert "subnet_frontend_channels" not in export.config["encoder_conf"]
+    assert export.state_dict["encoder.embed.conv.2.weight"].shape == (12, 12, 3, 3)
+    assert export.state_dict["encoder.embed.out.0.weight"].shape[1] == 12 * 9
+    exported = build_from_config(export.config)
+    exported.load_state_dict(export.state_dict, strict=True)
+    assert export.num_params == report["4"]["total_params"] < report["8"]["total_params"]
+    model.set_subnet("4")
+    assert max_encoder_difference(model, exported, seconds=2.0) <= 1e-5
+    assert export_subnet(model, config, "8", build_from_config).encoder == "conformer"
+    # the command line writes it with its ONNX graph
+    export_main(["--asr_train_config", str(path), "--asr_model_file",
+                 str(tmp_path / "model.pth"), "--subnet", "4", "--outdir",
+                 str(tmp_path / "out"), "--pack", "false"])
+    record = json.loads((tmp_path / "out/export.json").read_text())
+    assert record["encoder"] == "pruned_conformer" and record["max_encoder_difference"] <= 1e-5
+    assert record["onnx_bytes"] > 0 and record["onnx_max_difference"] <= 1e-4
+
+
 def test_component_subnet_exports_pruned(tmp_path):
     model, config, _ = make_supernet(tmp_path, ffn_chunks=4, prune_heads=True,
                                      subnet_masks={"comp": COMPONENT_MASK})
