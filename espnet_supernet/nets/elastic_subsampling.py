@@ -9,7 +9,8 @@ input channels) and the matching columns of the output linear, as once-for-all n
 (Cai et al. 2020) shrink a convolution's width; the output stays D-dimensional, so the
 blocks are unchanged. With c = C it computes exactly what ESPnet does.
 
-Training differentiates through the sliced views of the shared weights; an exported
+Training differentiates through the sliced views of the shared weights (inference keeps
+contiguous copies per width, rebuilt when a weight changes); an exported
 subnet gets a physically narrower stock module (:func:`narrow_subsampling`).
 """
 
@@ -24,6 +25,7 @@ from espnet.nets.pytorch_backend.transformer.subsampling import (
 )
 
 from espnet_supernet.nets.chunked_subsampling import can_chunk, chunked_subsampling
+from espnet_supernet.nets.inference_cache import inference_cached
 
 #: ESPnet front ends whose channels can be narrowed (Conv2d(1, C), Conv2d(C, C), ...,
 #: then ``Linear(C * F', D)`` as ``out[0]`` or, for the 8x one, ``out``).
@@ -106,7 +108,9 @@ def sliced_subsampling(embed: torch.nn.Module, xs: torch.Tensor,
     wrapper = _Subsampling(embed)
     if channels == subsampling_channels(embed):
         return wrapper(xs, masks)
-    params = {f"embed.{k}": v for k, v in sliced_parameters(embed, channels).items()}
+    params = inference_cached(embed, f"sliced_parameters_{channels}", list(embed.parameters()),
+                              lambda: {f"embed.{k}": v.contiguous()
+                                       for k, v in sliced_parameters(embed, channels).items()})
     return torch.func.functional_call(wrapper, params, (xs, masks), strict=False)
 
 

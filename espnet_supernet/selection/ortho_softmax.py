@@ -191,6 +191,14 @@ class OrthoSoftmaxSelection(AbsSelection):
             fixed += w * table.fixed / table.total
         self.register_buffer("unit_costs", units.float(), persistent=False)
         self.fixed_cost = fixed
+        # a size with a narrow front end (encoder_conf.subnet_frontend_channels) has its
+        # own fixed part: the budget counts its front end at its width
+        widths = getattr(encoder, "subnet_frontend_channels", {})
+        self.frontend_channels = [widths.get(name) for name in self.sizes]
+        self.fixed_costs = [fixed + sum(
+            w * (tables[c].subnet([0] * layout.num_units, ch) - tables[c].fixed) / tables[c].total
+            for c, w in self.criterion.items()) if ch is not None else fixed
+            for ch in self.frontend_channels]
         self.targets = self._budget_fractions()
         n = units.numel()
         gen = torch.Generator().manual_seed(self.seed)
@@ -210,9 +218,9 @@ class OrthoSoftmaxSelection(AbsSelection):
         crit = next(iter(self.criterion))
         table = self.tables[crit]
         scale = table.total if absolute else 1.0
-        low = self.fixed_cost + float(self.unit_costs.min())
         out = []
-        for budget, (value, _) in zip(self.budgets, parsed):
+        for budget, (value, _), fixed in zip(self.budgets, parsed, self.fixed_costs):
+            low = fixed + float(self.unit_costs.min())
             frac = value / scale
             if not low - 1e-9 <= frac <= 1.0 + 1e-9:
                 reach = (f"{low:.3f} .. 1.0 of the full cost" if not absolute else
@@ -251,9 +259,10 @@ class OrthoSoftmaxSelection(AbsSelection):
         if self._step_cache is None or self._step_cache[0] != step:
             self.temperature.fill_(self.temperature_at(step))
             probs = self.probabilities()
-            choices = self.targets[:-1] or self.targets
-            target = random.Random(self.seed * 7_000_003 + step).choice(choices)
-            k = rows_for_budget(probs, self.unit_costs, self.fixed_cost, target)
+            choices = list(range(len(self.targets)))[:-1] or [0]
+            i = random.Random(self.seed * 7_000_003 + step).choice(choices)
+            target = self.targets[i]
+            k = rows_for_budget(probs, self.unit_costs, self.fixed_costs[i], target)
             self._step_cache = (step, k, probs, target)
         _, k, probs, target = self._step_cache
         return k, probs, target
@@ -302,9 +311,12 @@ class OrthoSoftmaxSelection(AbsSelection):
             for unit in order:
                 mask[unit] = 1
                 prefixes.append(list(mask))
-            costs = [self.subnet_cost(m) for m in prefixes]
             out = {}
-            for name, target in zip(self.sizes, self.targets):
+            costs_at: Dict[Optional[int], List[float]] = {}
+            for name, target, ch in zip(self.sizes, self.targets, self.frontend_channels):
+                if ch not in costs_at:
+                    costs_at[ch] = [self.subnet_cost(m, ch) for m in prefixes]
+                costs = costs_at[ch]
                 best = min(range(len(prefixes)), key=lambda i: (abs(costs[i] - target), i))
                 out[name] = prefixes[best]
             self._mask_cache = (version, out)
@@ -317,8 +329,9 @@ class OrthoSoftmaxSelection(AbsSelection):
             granularity=self.granularity,
             criterion=self.criterion,
             temperature=round(float(self.temperature), 5),
-            budgets={name: dict(target=round(t, 4), achieved=round(self.subnet_cost(m), 4))
-                     for (name, m), t in zip(masks.items(), self.targets)},
+            budgets={name: dict(target=round(t, 4), achieved=round(self.subnet_cost(m, ch), 4))
+                     for (name, m), t, ch in zip(masks.items(), self.targets,
+                                                 self.frontend_channels)},
             unit_order=[self.unit_names()[j] for j in self.ranking()],
         )
 
@@ -329,8 +342,9 @@ class OrthoSoftmaxSelection(AbsSelection):
             names = self.layout.module_names()
         return names
 
-    def subnet_cost(self, mask: Sequence[int]) -> float:
-        """Exact cost of a selection mask as a fraction of the full network's (mixed by
-        the criterion weights)."""
-        return sum(w * self.tables[c].subnet(mask) / self.tables[c].total
+    def subnet_cost(self, mask: Sequence[int], frontend_channels: Optional[int] = None
+                    ) -> float:
+        """Exact cost of a selection mask (with the front end at ``frontend_channels``,
+        None: all) as a fraction of the full network's (mixed by the criterion weights)."""
+        return sum(w * self.tables[c].subnet(mask, frontend_channels) / self.tables[c].total
                    for c, w in self.criterion.items())
