@@ -11,7 +11,8 @@ spread their blocks over the depth ("layers" rule), so a smaller size is rarely 
 of a larger one; with ``bn_stats: per_size`` a block with a conv module computes
 differently in each size. In those cases nothing but skipped blocks is shared, and the
 escalation costs the larger size in full: :attr:`EarlyExitResult.flops_per_second` counts
-what ran.
+what ran. Sizes with different front-end widths (``subnet_frontend_channels``) share no
+block: the larger size runs its own front end too.
 """
 
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -56,6 +57,8 @@ def shared_prefix(model: torch.nn.Module, small: str, large: str) -> int:
     ``large`` (the same gates and, where a conv module runs, the same BatchNorm
     statistics): ``large`` can start from ``small``'s hidden state after them."""
     encoder = model.encoder
+    if encoder.frontend_channels_of(small) != encoder.frontend_channels_of(large):
+        return 0  # another front end: another input to every block
     gates = {n: encoder.block_gates(encoder.gates(encoder.subnet_mask(n)))
              for n in (small, large)}
     slots = {n: model.subnet_names.index(n) for n in (small, large)}
@@ -106,7 +109,9 @@ class EarlyExitDecoder:
         self.prefix = {(a, b): shared_prefix(model, a, b)
                        for a, b in zip(self.sizes, self.sizes[1:])}
         table = flops_table(encoder, seconds)
-        self.front_flops = table.fixed
+        nothing = [0] * encoder.num_units
+        self.front_flops = {n: table.subnet(nothing, encoder.frontend_channels_of(n))
+                            for n in self.sizes}  # the front end (and output norm) per size
         self.block_flops = {n: self._block_costs(table, encoder.subnet_mask(n))
                             for n in self.sizes}
 
@@ -125,7 +130,7 @@ class EarlyExitDecoder:
 
     def size_flops(self, size: str) -> float:
         """FLOPs per second of audio of ``size`` on its own (front end included)."""
-        return self.front_flops + sum(self.block_flops[size])
+        return self.front_flops[size] + sum(self.block_flops[size])
 
     @torch.no_grad()
     def __call__(self, speech: torch.Tensor) -> EarlyExitResult:
@@ -135,12 +140,18 @@ class EarlyExitDecoder:
         speech = speech.unsqueeze(0)
         lengths = torch.tensor([speech.size(1)])
         feats, feats_lengths = model._features(speech, lengths)
+        model.set_subnet(self.sizes[0])
         front = encoder.forward_frontend(feats, feats_lengths)
-        flops, confidences = self.front_flops, {}
+        flops, confidences, widths = 0.0, {}, set()
         states: List[torch.Tensor] = []  # hidden state after each block of the last size
         try:
             for i, size in enumerate(self.sizes):
                 model.set_subnet(size)
+                channels = encoder.frontend_channels_of(size)
+                front = encoder.frontend_at(front, channels)
+                if channels not in widths:  # each front-end width runs once
+                    widths.add(channels)
+                    flops += self.front_flops[size]
                 start = self.prefix[self.sizes[i - 1], size] if i else 0
                 xs = front.xs if start == 0 else states[start - 1]
                 states = states[:start]

@@ -87,6 +87,24 @@ def test_no_reuse_where_the_blocks_compute_differently():
     assert shared_prefix(spread, "4", "8") == 1  # block 0: skipped in both
 
 
+def test_a_size_with_its_own_front_end_width_shares_no_block():
+    """"s" runs the front end at 8 of 16 channels: "m" cannot start from its state and
+    pays its own (full) front end."""
+    model = make_model(sizes=None, encoder_conf=dict(
+        subnet_masks=MASKS, subnet_frontend_channels={"s": 8})).eval()
+    assert shared_prefix(model, "s", "m") == 0 and shared_prefix(model, "m", "l") == 2
+    decoder = EarlyExitDecoder(model, threshold=1.0)
+    assert decoder.size_flops("s") < decoder.size_flops("m")
+    x = utterance(4)
+    result = decoder(x)
+    for size in ("s", "m", "l"):
+        assert result.confidences[size] == pytest.approx(decode_fixed(model, size, x)[1],
+                                                         rel=1e-5)
+    assert result.tokens == decode_fixed(model, "l", x)[0]
+    assert result.flops_per_second == pytest.approx(
+        decoder.size_flops("s") + decoder.size_flops("l"), rel=1e-9)
+
+
 def test_bad_settings_are_rejected():
     model = prefix_model()
     with pytest.raises(ValueError, match="unknown size 'xl'"):

@@ -186,8 +186,8 @@ ORTHO_ARGS = (
     "--selection ortho_softmax --selection_conf selection_epochs=1 "
     "--selection_conf criterion=params --selection_conf budgets=[0.6,1.0] "
     "--encoder_conf subnet_sizes= --encoder_conf ffn_chunks=4 --encoder_conf prune_heads=true "
-    "--max_epoch 2",
-)
+    "--encoder_conf subnet_frontend_channels={'0.6':16} --max_epoch 2",
+)  # the small budget with half of the conv2d front end's 32 channels
 
 
 def test_ortho_softmax_component_subnets_train_decode_and_score(prepared, run_recipe):
@@ -201,7 +201,12 @@ def test_ortho_softmax_component_subnets_train_decode_and_score(prepared, run_re
     small, full = report["sizes"]["0.6"], report["sizes"]["1.0"]
     assert len(small["mask"]) == 2 * (4 + 2 + 1 + 4)  # 2 blocks: chunks, heads, conv, chunks
     assert full["params_fraction"] == 1.0
-    assert abs(small["params_fraction"] - 0.6) < 0.1
+    assert abs(small["params_fraction"] - 0.6) < 0.1  # its narrow front end counted
+    assert small["frontend_channels"] == 16 and "frontend_channels" not in full
+    subnets = json.loads((exp / "subnets.json").read_text())
+    assert subnets["0.6"]["frontend_channels"] == 16
+    assert subnets["0.6"]["encoder_params"] == pytest.approx(
+        small["encoder_params"]) and small["encoder_params"] < full["encoder_params"]
     assert small["units"] < full["units"]
     checkpoint = torch.load(exp / "valid.loss.best.pth", map_location="cpu")
     assert checkpoint["selection.score_matrix"].shape == (22, 22)
