@@ -370,6 +370,30 @@ def latency_predictor_bench() -> str:
         + source(BENCH / name))
 
 
+def elastic_frontend_bench(name: str) -> str:
+    d = load(BENCH / name)
+    rows = [[str(r["frontend_channels"]) + (" (all)" if r["frontend_channels"] ==
+                                              d["full_channels"] else ""),
+             f"{r['size_flops_fraction']:.3f}", f"{r['size_time_fraction']:.3f}",
+             f"{r['frontend_flops_fraction']:.3f}", f"{r['frontend_time_fraction']:.3f}",
+             "yes" if r["goal_met"] else "**no**"]
+            for r in d["widths"].values()]
+    head = ["front-end channels", f"size {d['size']}: FLOPs fraction", "time fraction",
+            "front end: FLOPs fraction", "time fraction", "time ≤ 0.25"]
+    return markdown(head, rows, "lrrrrl") + (
+        f"
+
+{d['config']}, size {d['size']} ({d['size_modules']} modules), fractions of "
+        f"the full encoder (all blocks, all channels); {d['threads']} thread(s), batch "
+        f"{d['batch']} × {d['seconds']:g} s, median of {d['repeats']}; full supernet / "
+        f"stock ESPnet Conformer {d['full_vs_stock']:.2f} (max abs diff "
+        f"{d['max_abs_diff']:.1e}). " + source(BENCH / name))
+
+
+for _name in ("elastic_frontend_stock12x256", "elastic_frontend_demo"):
+    TABLES[f"bench.{_name}"] = (lambda n=_name: elastic_frontend_bench(f"{n}.json"))
+
+
 @table("bench.pruned_rnnt_paper")
 def pruned_rnnt_bench() -> str:
     d = load(BENCH / "pruned_rnnt_paper.json")
