@@ -60,7 +60,8 @@ class Candidates:
             return row["total_params"]
         if criterion == "flops":
             return row["encoder_gflops_per_sec"] * 1e9
-        if self.latency_model is not None:
+        narrow = bool(getattr(self.supernet.encoder, "subnet_frontend_channels", {}).get(name))
+        if self.latency_model is not None and not narrow:  # the model: the full front end
             return self.latency_model.predict(self.supernet.encoder.subnet_mask(name),
                                               self.latency.seconds)
         return self.latency.get(file_key(self.model_file, f"subnet {name}"),
