@@ -159,6 +159,6 @@ def frequency_major_linear(linear: torch.nn.Linear, h: torch.Tensor) -> torch.Te
     if type(linear) is not torch.nn.Linear or not h.permute(0, 2, 3, 1).is_contiguous():
         # e.g. a dynamically quantized int8 Linear: its own forward on ESPnet's layout
         return linear(h.transpose(1, 2).reshape(b, t, c * f))
-    weight = inference_cached(linear, "frequency_major_weight", (linear.weight,), lambda: (
+    weight = inference_cached(linear, f"frequency_major_weight_{c}", (linear.weight,), lambda: (
         linear.weight.reshape(-1, c, f).transpose(1, 2).reshape(-1, f * c)))
     return F.linear(h.permute(0, 2, 3, 1).reshape(b, t, f * c), weight, linear.bias)

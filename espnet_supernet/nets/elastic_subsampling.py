@@ -17,20 +17,14 @@ subnet gets a physically narrower stock module (:func:`narrow_subsampling`).
 from typing import Dict, Optional, Tuple
 
 import torch
-from espnet.nets.pytorch_backend.transformer.subsampling import (
-    Conv2dSubsampling,
-    Conv2dSubsampling2,
-    Conv2dSubsampling6,
-    Conv2dSubsampling8,
-)
 
-from espnet_supernet.nets.chunked_subsampling import can_chunk, chunked_subsampling
+from espnet_supernet.nets.chunked_subsampling import CHUNKABLE, can_chunk, chunked_subsampling
 from espnet_supernet.nets.inference_cache import inference_cached
 
-#: ESPnet front ends whose channels can be narrowed (Conv2d(1, C), Conv2d(C, C), ...,
-#: then ``Linear(C * F', D)`` as ``out[0]`` or, for the 8x one, ``out``).
-ELASTIC_SUBSAMPLING = (Conv2dSubsampling, Conv2dSubsampling2, Conv2dSubsampling6,
-                       Conv2dSubsampling8)
+#: ESPnet front ends whose channels can be narrowed, those the chunked path runs
+#: (Conv2d(1, C), Conv2d(C, C), ..., then ``Linear(C * F', D)`` as ``out[0]`` or, for the
+#: 8x one, ``out``).
+ELASTIC_SUBSAMPLING = CHUNKABLE
 
 
 def subsampling_channels(embed: torch.nn.Module) -> int:

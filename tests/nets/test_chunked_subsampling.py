@@ -68,7 +68,7 @@ def test_inference_follows_weight_updates():
         return out
 
     first = check()
-    assert "frequency_major_weight" in embed.out[0]._inference_cache
+    assert "frequency_major_weight_16" in embed.out[0]._inference_cache
     with torch.no_grad():
         embed.out[0].weight.mul_(2.0)
     assert not torch.allclose(check(), first, atol=1e-3)
