@@ -50,9 +50,9 @@ def length_sorted_batches(
 
 def uncalibrated_reason(model: torch.nn.Module) -> Optional[str]:
     """Why ``model`` has no per-size BatchNorm statistics to re-estimate, or None."""
-    if getattr(model, "sparsity", None) is not None:
-        return ("sparsity levels share the dense model's BatchNorm statistics: "
-                "copying the model as is")
+    if getattr(model, "sparsity", None) is not None and not getattr(model, "level_norms", None):
+        return ("sparsity levels share the dense model's BatchNorm statistics "
+                "(sparsity_conf.per_level_bn: false): copying the model as is")
     if not any(isinstance(m, SwitchableBatchNorm1d) for m in model.modules()) or \
             getattr(model.encoder, "bn_stats", None) != "per_size":
         return (f"{type(model.encoder).__name__} keeps no per-size BatchNorm statistics: "

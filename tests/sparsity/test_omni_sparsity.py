@@ -251,3 +251,29 @@ def test_per_level_statistics_survive_a_load_and_old_checkpoints_load():
     again.load_state_dict(old.state_dict(), strict=True)
     slots = _conv_norms(again)[0].slot_running_mean
     assert torch.equal(slots, _conv_norms(old)[0].slot_running_mean.expand_as(slots))
+
+
+def test_stage_12_re_estimates_each_levels_statistics():
+    """per_level_bn: BatchNorm calibration (stage 12) gives every level the average of its
+    own masked batch statistics; with per_level_bn: false there is nothing to calibrate."""
+    from espnet_supernet.deploy.batch_norm_recalibration import uncalibrated_reason
+    from espnet_supernet.train.batch_norm_calibration import calibrate_batch_norm
+
+    model = sparse_model(levels=(0.0, 0.5, 0.9)).eval()
+    assert uncalibrated_reason(model) is None
+    speech, lens, _, _ = batch()
+    calibrate_batch_norm(model, [dict(speech=speech, speech_lengths=lens)])
+    slots = _conv_norms(model)[0].slot_running_mean.clone()
+    assert not torch.allclose(slots[0], slots[2])  # sp90 and sp0: other activations
+    for name, slot in (("sp90", 0), ("sp0", 2)):  # each slot: its level's batch mean
+        model.set_subnet(name)
+        norm = _conv_norms(model)[0]
+        seen = []
+        hook = norm.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+        model.train()
+        with torch.no_grad(), model.sparse_weights():
+            model.encoder(speech, lens)
+        model.eval()
+        hook.remove()
+        assert torch.allclose(slots[slot], seen[0].mean(dim=(0, 2)), atol=1e-4)
+    assert uncalibrated_reason(sparse_model(per_level_bn=False)) is not None
