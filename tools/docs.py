@@ -381,9 +381,7 @@ def elastic_frontend_bench(name: str) -> str:
     head = ["front-end channels", f"size {d['size']}: FLOPs fraction", "time fraction",
             "front end: FLOPs fraction", "time fraction", "time ≤ 0.25"]
     return markdown(head, rows, "lrrrrl") + (
-        f"
-
-{d['config']}, size {d['size']} ({d['size_modules']} modules), fractions of "
+        f"\n\n{d['config']}, size {d['size']} ({d['size_modules']} modules), fractions of "
         f"the full encoder (all blocks, all channels); {d['threads']} thread(s), batch "
         f"{d['batch']} × {d['seconds']:g} s, median of {d['repeats']}; full supernet / "
         f"stock ESPnet Conformer {d['full_vs_stock']:.2f} (max abs diff "
