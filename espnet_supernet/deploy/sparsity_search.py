@@ -74,7 +74,7 @@ def search_block_sparsity(model: torch.nn.Module, batches: List[Dict[str, torch.
 
     def score_of(config: Dict[int, int]) -> float:
         counted["scores"] += 1
-        sparsity.set_layerwise(config)
+        model.set_block_levels(config)
         total = sum(float(model.active_loss(**b)) * b["speech"].size(0) for b in batches)
         return total / sum(b["speech"].size(0) for b in batches)
 

@@ -43,8 +43,7 @@ def activate_levels(model: torch.nn.Module, level: str,
     if block_levels is None:
         model.set_subnet(level)
     else:
-        model.set_subnet(None)
-        model.sparsity.set_layerwise(block_levels)
+        model.set_block_levels(block_levels)
     return list(model.sparsity.active)
 
 

@@ -10,7 +10,7 @@ decodes a level (``encode`` applies its masks).
 """
 
 import contextlib
-from typing import ContextManager, Tuple
+from typing import ContextManager, Dict, Tuple
 
 import torch
 
@@ -50,6 +50,18 @@ class SparseSubnetsMixin:
         self.sparsity.activate(name)
         for norm in self.level_norms:
             norm.active_slot = self.subnet_names.index(name)
+
+    def set_block_levels(self, block_levels: Dict[int, int]) -> None:
+        """Activate a per-layer configuration (encoder block -> level index, e.g.
+        ``sparsity_search``'s): a uniform one is that level (its BatchNorm statistics with
+        ``per_level_bn``), a mixed one the dense level's statistics (what its export
+        carries)."""
+        levels = {int(block_levels.get(b, 0)) for b in self.sparsity.blocks}
+        if len(levels) == 1:
+            self.set_subnet(self.sparsity.level_names[levels.pop()])
+            return
+        self.set_subnet(None)
+        self.sparsity.set_layerwise(block_levels)
 
     def mix_levels(self, slot: str, step: int) -> None:
         """With ``mixed_levels``, a random slot (``rand<i>``) of training step ``step``

@@ -277,3 +277,22 @@ def test_stage_12_re_estimates_each_levels_statistics():
         hook.remove()
         assert torch.allclose(slots[slot], seen[0].mean(dim=(0, 2)), atol=1e-4)
     assert uncalibrated_reason(sparse_model(per_level_bn=False)) is not None
+
+
+def test_a_per_layer_configuration_picks_its_statistics():
+    """set_block_levels: a uniform configuration is its level (masks and statistics), a
+    mixed one computes each block at its level with the dense level's statistics."""
+    model = sparse_model(levels=(0.0, 0.5, 0.9)).eval()
+    norms = _conv_norms(model)
+    model.set_block_levels({b: 2 for b in model.sparsity.blocks})
+    assert model.active_subnet == "sp90" and norms[0].active_slot == 0
+    speech, lens, _, _ = batch()
+    with torch.no_grad(), model.sparse_weights():
+        uniform = model.encoder(speech, lens)[0]
+    model.set_subnet("sp90")
+    with torch.no_grad(), model.sparse_weights():
+        assert torch.equal(model.encoder(speech, lens)[0], uniform)
+    mixed = {b: i % 3 for i, b in enumerate(model.sparsity.blocks)}
+    model.set_block_levels(mixed)
+    assert norms[0].active_slot == 2  # sp0's
+    assert model.sparsity.active == [mixed[t.block] for t in model.sparsity.targets]
