@@ -269,14 +269,11 @@ class SupernetConformerEncoder(ConformerEncoder):
         """
         full = mask is None
         mask = [1] * self.num_units if full else self.layout.as_units(mask)
-        slot = None
-        if self.bn_stats == "per_size" and self._size_statistics and mask in self._mask_rows:
-            slot = self._mask_rows.index(mask)
+        row = self._mask_rows.index(mask) if mask in self._mask_rows else None
+        slot = row if self.bn_stats == "per_size" and self._size_statistics else None
         self._active_mask, self._active_slot = mask, slot
-        self._active_channels = None
-        if mask in self._mask_rows:
-            self._active_channels = self.subnet_frontend_channels.get(
-                self.subnet_names[self._mask_rows.index(mask)])
+        self._active_channels = (None if row is None else
+                                 self.subnet_frontend_channels.get(self.subnet_names[row]))
         for layer in self.encoders:
             if layer.conv_module is not None:
                 layer.conv_module.norm.active_slot = slot
