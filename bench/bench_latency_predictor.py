@@ -90,7 +90,7 @@ def main(cmd: Optional[List[str]] = None) -> dict:
 
     # FLOPs as the predictor: the full model's measured latency times the FLOPs fraction
     flops = flops_table(supernet.encoder)
-    masks = dict(named_and_random(supernet, args.validate, seed=1))
+    masks = {label: mask for label, mask, _ in named_and_random(supernet, args.validate, seed=1)}
     full = supernet.subnet_names[-1]
     measured = {(r["subnet"], r["dtype"], r["seconds"]): r["measured_ms"]
                 for r in result["rows"]}

@@ -3,7 +3,8 @@
 
 Usage:
     python -m espnet_supernet.bin.profile_device --exp exp/asr_x [--threads 2] \\
-        [--lengths 5 10] [--dtypes fp32 int8] [--num_random 24] [--validate 20]
+        [--lengths 5 10] [--dtypes fp32 int8] [--num_random 24] [--validate 20] \\
+        [--frontend_widths 64 128]
 
 Measures ``--num_random`` random component subnets of the supernet in ``--exp``, each
 exported (physically smaller) and run as encoder + CTC greedy on one utterance per
@@ -51,6 +52,11 @@ def get_parser() -> argparse.ArgumentParser:
                         "predictions on; 0 skips the check")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement")
     parser.add_argument("--seed", type=int, default=0, help="of the profiled random subnets")
+    parser.add_argument("--frontend_widths", type=int, nargs="*", default=None,
+                        help="narrow front-end channel counts the random subnets draw from "
+                        "(adds front-end width terms to the model; give two or more); "
+                        "default: the named sizes' subnet_frontend_channels and midpoints; "
+                        "give none for the full front end only")
     parser.add_argument("--output", type=Path, default=None,
                         help="default: <exp>/latency_model_<machine>.json")
     return parser
@@ -64,7 +70,8 @@ def main(cmd: Optional[List[str]] = None) -> None:
         supernet, train_config = load_supernet(
             args.exp / "config.yaml", model_file if model_file.is_file() else None)
         model = profile_device(supernet, train_config, args.lengths, args.dtypes,
-                               args.threads, args.num_random, args.repeats, args.seed)
+                               args.threads, args.num_random, args.repeats, args.seed,
+                               args.frontend_widths)
         if args.validate:
             summary = validate(model, supernet, train_config, args.validate, args.repeats,
                                seed=args.seed + 1)["summary"]

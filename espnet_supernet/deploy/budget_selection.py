@@ -60,10 +60,12 @@ class Candidates:
             return row["total_params"]
         if criterion == "flops":
             return row["encoder_gflops_per_sec"] * 1e9
-        narrow = bool(getattr(self.supernet.encoder, "subnet_frontend_channels", {}).get(name))
-        if self.latency_model is not None and not narrow:  # the model: the full front end
-            return self.latency_model.predict(self.supernet.encoder.subnet_mask(name),
-                                              self.latency.seconds)
+        encoder = self.supernet.encoder
+        channels = encoder.frontend_channels_of(name)
+        model = self.latency_model
+        if model is not None and (channels is None or model.frontend_channels):
+            return model.predict(encoder.subnet_mask(name), self.latency.seconds,
+                                 frontend_channels=channels)
         return self.latency.get(file_key(self.model_file, f"subnet {name}"),
                                 exported_factory(self.supernet, self.train_config, name))
 

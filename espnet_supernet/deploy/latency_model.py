@@ -12,6 +12,9 @@ each. Here the latency of an exported subnet (encoder + CTC greedy on one uttera
 the per-module cost ``a_t`` covering its norm, residual and the work that does not shrink
 with its units, ``b_t`` the cost of one FFN chunk or attention head, ``c`` a block's final
 norm, ``fixed`` the features, the subsampling front end, the output norm and the CTC head.
+An elastic front end (``subnet_frontend_channels``) adds ``f_1 w + f_2 w^2`` for the
+share ``w`` of its channels kept (its first convolution and output projection shrink
+with ``w``, the second convolution with ``w^2``); its widths are profiled as well.
 :func:`profile_device` measures random component subnets, exported, on the machine where
 it runs, for each input length and dtype (fp32, dynamic int8), and fits the coefficients
 (non-negative least squares, ms). The fit is then checked on subnets it did not see, the
@@ -36,26 +39,34 @@ from espnet_supernet.export.latency import machine_id, measure_latency_ms
 from espnet_supernet.export.quantize import quantize_int8
 from espnet_supernet.export.subnet_export import export_subnet
 from espnet_supernet.export.supernet_loading import build_from_config
+from espnet_supernet.nets.elastic_subsampling import check_elastic, subsampling_channels
 from espnet_supernet.nets.subnet_space import UnitLayout
 
 DTYPES = ("fp32", "int8")
 
 
+FRONTEND_FEATURES = ("frontend.width", "frontend.width_sq")
+
+
 def exported_factory(supernet, train_config: dict, name: str,
-                     mask: Optional[List[int]] = None) -> Callable[[], torch.nn.Module]:
-    """``() -> exported model`` of a subnet, built in memory (for latency measurements)."""
+                     mask: Optional[List[int]] = None,
+                     frontend_channels: Optional[int] = None) -> Callable[[], torch.nn.Module]:
+    """``() -> exported model`` of a subnet, built in memory (for latency measurements);
+    ``frontend_channels`` with ``mask``: its front-end width (None: all)."""
     def build() -> torch.nn.Module:
-        result = export_subnet(supernet, train_config, name, build_from_config, mask=mask)
+        result = export_subnet(supernet, train_config, name, build_from_config, mask=mask,
+                               frontend_channels=frontend_channels)
         model = build_from_config(result.config)
         model.load_state_dict(result.state_dict, strict=True)
         return model.eval()
     return build
 
 
-def feature_names(layout: UnitLayout) -> List[str]:
-    """The predictor's inputs: ``fixed``, per module type ``<type>.modules`` (and
-    ``<type>.units`` when it has several units), ``blocks``."""
-    names = ["fixed"]
+def feature_names(layout: UnitLayout, frontend: bool = False) -> List[str]:
+    """The predictor's inputs: ``fixed``, the front-end width terms (``frontend``:
+    :data:`FRONTEND_FEATURES`), per module type ``<type>.modules`` (and ``<type>.units``
+    when it has several units), ``blocks``."""
+    names = ["fixed"] + (list(FRONTEND_FEATURES) if frontend else [])
     for kind, units in zip(layout.kinds, layout.per_module):
         names.append(f"{kind}.modules")
         if units > 1:
@@ -63,11 +74,15 @@ def feature_names(layout: UnitLayout) -> List[str]:
     return names + ["blocks"]
 
 
-def subnet_features(layout: UnitLayout, mask: Sequence[int]) -> Dict[str, float]:
-    """Counts of a subnet (module or unit mask) for :func:`feature_names`."""
+def subnet_features(layout: UnitLayout, mask: Sequence[int],
+                    width: Optional[float] = None) -> Dict[str, float]:
+    """Counts of a subnet (module or unit mask) for :func:`feature_names`; ``width``:
+    the share of front-end channels it keeps, for the front-end terms (None: none)."""
     units = layout.as_units(mask)
-    counts = {name: 0.0 for name in feature_names(layout)}
+    counts = {name: 0.0 for name in feature_names(layout, frontend=width is not None)}
     counts["fixed"] = 1.0
+    if width is not None:
+        counts["frontend.width"], counts["frontend.width_sq"] = width, width * width
     blocks = set()
     for m in range(layout.num_modules):
         a, b = layout.module_span(m)
@@ -109,6 +124,8 @@ class LatencyModel:
         profiled: the measured subnets ``[{"subnet", "mask", "latency_ms": {dtype:
             {seconds: ms}}}]``.
         validation: :func:`validate`'s rows and summary, once run.
+        frontend_channels: the full front end's channels when the profile varied its
+            width (:data:`FRONTEND_FEATURES`), else 0 (only the full front end).
     """
 
     machine: str
@@ -120,6 +137,7 @@ class LatencyModel:
     profiled: List[Dict[str, Any]] = field(default_factory=list)
     validation: Optional[Dict[str, Any]] = None
     created: str = ""
+    frontend_channels: int = 0
 
     @property
     def unit_layout(self) -> UnitLayout:
@@ -130,12 +148,42 @@ class LatencyModel:
     def lengths(self) -> List[float]:
         return sorted(float(s) for s in next(iter(self.coefficients.values())))
 
-    def predict(self, mask: Sequence[int], seconds: float = 10.0, dtype: str = "fp32") -> float:
-        """Predicted latency (ms) of the subnet ``mask`` on ``seconds`` of audio;
-        between two profiled lengths it is interpolated linearly.
+    @property
+    def frontend_widths(self) -> List[int]:
+        """The narrow front-end widths the profile measured."""
+        return sorted({p["frontend_channels"] for p in self.profiled
+                       if p.get("frontend_channels") is not None})
+
+    def width(self, frontend_channels: Optional[int]) -> Optional[float]:
+        """The front-end feature ``w`` of ``frontend_channels`` (None: all channels);
+        None for a model without front-end terms.
 
         Raises:
-            ValueError: a dtype or length that was not profiled, a mask of another layout.
+            ValueError: a narrow front end for a model profiled without one, or more
+                channels than the front end has.
+        """
+        if not self.frontend_channels:
+            if frontend_channels is not None:
+                raise ValueError(
+                    f"this latency model was profiled with the full front end only, not "
+                    f"at {frontend_channels} channels: re-run profile_device with "
+                    "--frontend_widths (default: the named sizes' widths)")
+            return None
+        channels = self.frontend_channels if frontend_channels is None else frontend_channels
+        if not 1 <= channels <= self.frontend_channels:
+            raise ValueError(f"the front end has {self.frontend_channels} channels, not "
+                             f"{frontend_channels}")
+        return channels / self.frontend_channels
+
+    def predict(self, mask: Sequence[int], seconds: float = 10.0, dtype: str = "fp32",
+                frontend_channels: Optional[int] = None) -> float:
+        """Predicted latency (ms) of the subnet ``mask`` with its front end at
+        ``frontend_channels`` (None: all) on ``seconds`` of audio; between two profiled
+        lengths it is interpolated linearly.
+
+        Raises:
+            ValueError: a dtype or length that was not profiled, a mask of another
+                layout, a front-end width the model cannot predict (:meth:`width`).
         """
         if dtype not in self.coefficients:
             raise ValueError(f"dtype {dtype!r} was not profiled; this model has "
@@ -144,7 +192,7 @@ class LatencyModel:
         if not lengths[0] <= seconds <= lengths[-1]:
             raise ValueError(f"{seconds} s is outside the profiled lengths {lengths}: "
                              "re-run profile_device with --lengths covering it")
-        counts = subnet_features(self.unit_layout, mask)
+        counts = subnet_features(self.unit_layout, mask, self.width(frontend_channels))
 
         def at(length: float) -> float:
             coef = self.coefficients[dtype][_key(length)]
@@ -197,18 +245,49 @@ def _measure(factory, dtypes: Sequence[str], lengths: Sequence[float], threads: 
     return out
 
 
-def named_and_random(supernet, count: int, seed: int, named: bool = True) -> List[tuple]:
-    """``[(label, unit mask)]``: every named size (``named``), then ``count`` random
-    subnets."""
+def named_and_random(supernet, count: int, seed: int, named: bool = True,
+                     frontend_widths: Sequence[int] = ()) -> List[tuple]:
+    """``[(label, unit mask, front-end channels or None)]``: every named size
+    (``named``), then ``count`` random subnets, each with a front end drawn from
+    ``frontend_widths`` and the full one."""
     encoder = supernet.encoder
-    subnets = [(n, encoder.subnet_mask(n)) for n in supernet.subnet_names] if named else []
-    return subnets + [(f"random{seed}_{i}", mask)
+    subnets = [(n, encoder.subnet_mask(n), encoder.frontend_channels_of(n))
+               for n in supernet.subnet_names] if named else []
+    rng = random.Random(seed + 7919)
+    choices = [None] + sorted(set(frontend_widths))
+    return subnets + [(f"random{seed}_{i}", mask, rng.choice(choices))
                       for i, mask in enumerate(random_masks(encoder.layout, count, seed))]
+
+
+def frontend_widths_of(supernet, widths: Optional[Sequence[int]]) -> List[int]:
+    """The narrow front-end widths to profile: ``widths``, or (None) the named sizes'
+    and the midpoint between each of them and the next wider one (the full front end
+    included), so that the fit sees at least three widths and its two width terms are
+    determined.
+
+    Raises:
+        ValueError: a width the supernet's front end cannot run at.
+    """
+    encoder = supernet.encoder
+    named = widths is None
+    if named:
+        widths = list(getattr(encoder, "subnet_frontend_channels", {}).values())
+    widths = sorted({int(w) for w in widths})
+    for w in widths:
+        check_elastic(encoder.embed, w)
+    if not widths:
+        return []
+    full = subsampling_channels(encoder.embed)
+    if named:
+        edges = widths + [full]
+        widths = sorted(set(widths) | {(a + b) // 2 for a, b in zip(edges, edges[1:])})
+    return [w for w in widths if w != full]
 
 
 def profile_device(supernet, train_config: dict, lengths: Sequence[float] = (5.0, 10.0),
                    dtypes: Sequence[str] = DTYPES, threads: int = 2, num_random: int = 24,
-                   repeats: int = 5, seed: int = 0) -> LatencyModel:
+                   repeats: int = 5, seed: int = 0,
+                   frontend_widths: Optional[Sequence[int]] = None) -> LatencyModel:
     """Measure ``num_random`` random subnets here and fit the model (the named sizes are
     left for :func:`validate`).
 
@@ -222,10 +301,16 @@ def profile_device(supernet, train_config: dict, lengths: Sequence[float] = (5.0
             coefficients, :func:`feature_names`).
         repeats: timed runs per measurement (their median is taken).
         seed: of the random subnets.
+        frontend_widths: narrow front-end channel counts the random subnets draw from
+            (besides the full one), which adds the front-end terms (give two or more:
+            with one, the two terms are not determined and only that width is predicted
+            well); None: the named sizes' (``subnet_frontend_channels``) and midpoints
+            (:func:`frontend_widths_of`), () or none there: only the full one.
 
     Raises:
         TypeError: not a Conformer CTC supernet.
-        ValueError: an unknown dtype, no length, or fewer subnets than coefficients.
+        ValueError: an unknown dtype, no length, fewer subnets than coefficients, a
+            width the front end cannot run at.
     """
     unknown = sorted(set(dtypes) - set(DTYPES))
     if unknown or not dtypes:
@@ -236,18 +321,29 @@ def profile_device(supernet, train_config: dict, lengths: Sequence[float] = (5.0
     if layout is None or not hasattr(supernet, "ctc"):
         raise TypeError(f"{type(supernet).__name__} is not a Conformer CTC supernet: the "
                         "latency predictor models encoder + CTC greedy (model: supernet)")
-    features = feature_names(layout)
-    subnets = named_and_random(supernet, num_random, seed, named=False)
+    widths = frontend_widths_of(supernet, frontend_widths)
+    full_channels = subsampling_channels(supernet.encoder.embed) if widths else 0
+    features = feature_names(layout, frontend=bool(widths))
+    subnets = named_and_random(supernet, num_random, seed, named=False,
+                               frontend_widths=widths)
     if len(subnets) < len(features):
         raise ValueError(f"{len(subnets)} subnets cannot fit {len(features)} coefficients: "
                          f"raise --num_random to at least {len(features)}")
     profiled = []
-    for i, (label, mask) in enumerate(subnets):
-        latency = _measure(exported_factory(supernet, train_config, label, mask), dtypes,
-                           lengths, threads, repeats)
-        profiled.append(dict(subnet=label, mask=mask, latency_ms=latency))
-        logging.info("profiled %d/%d %s: %s", i + 1, len(subnets), label, latency)
-    design = np.array([[subnet_features(layout, p["mask"])[f] for f in features]
+    for i, (label, mask, channels) in enumerate(subnets):
+        # the full width given explicitly: a mask equal to a narrow named size's is not it
+        latency = _measure(exported_factory(supernet, train_config, label, mask,
+                                            channels or full_channels or None),
+                           dtypes, lengths, threads, repeats)
+        profiled.append(dict(subnet=label, mask=mask, frontend_channels=channels,
+                             latency_ms=latency))
+        logging.info("profiled %d/%d %s (front end %s): %s", i + 1, len(subnets), label,
+                     channels or "full", latency)
+
+    def width(p: Dict[str, Any]) -> Optional[float]:
+        return (p["frontend_channels"] or full_channels) / full_channels if widths else None
+
+    design = np.array([[subnet_features(layout, p["mask"], width(p))[f] for f in features]
                        for p in profiled])
     coefficients: Dict[str, Dict[str, Dict[str, float]]] = {}
     for dtype in dtypes:
@@ -262,13 +358,16 @@ def profile_device(supernet, train_config: dict, lengths: Sequence[float] = (5.0
         layout=dict(per_module=list(layout.per_module), num_blocks=layout.num_blocks,
                     kinds=list(layout.kinds)),
         features=features, coefficients=coefficients, profiled=profiled,
-        created=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+        created=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        frontend_channels=full_channels)
 
 
 def validate(model: LatencyModel, supernet, train_config: dict, num_random: int = 20,
              repeats: int = 5, seed: int = 1) -> Dict[str, Any]:
     """Predicted vs measured latency of the named sizes and ``num_random`` random subnets
-    (another seed than the profile's), per dtype and profiled length.
+    (another seed than the profile's, front ends drawn from the profiled widths), per
+    dtype and profiled length; a named size with a narrow front end is left out when the
+    model was profiled without one.
 
     Returns:
         ``{"rows": [{"subnet", "dtype", "seconds", "predicted_ms", "measured_ms",
@@ -283,18 +382,25 @@ def validate(model: LatencyModel, supernet, train_config: dict, num_random: int 
     if here != model.machine:
         raise ValueError(f"the latency model was profiled on {model.machine}, this is "
                          f"{here}: profile this machine (profile_device)")
-    seen = {tuple(p["mask"]) for p in model.profiled}
+    seen = {(tuple(p["mask"]), p.get("frontend_channels")) for p in model.profiled}
     rows = []
-    for label, mask in named_and_random(supernet, num_random, seed):
-        held_out = tuple(mask) not in seen
+    for label, mask, channels in named_and_random(supernet, num_random, seed,
+                                                  frontend_widths=model.frontend_widths):
+        if channels is not None and not model.frontend_channels:
+            logging.info("not validated: %s (front end at %d channels; the model has no "
+                         "front-end terms)", label, channels)
+            continue
+        held_out = (tuple(mask), channels) not in seen
         if not held_out and label not in supernet.subnet_names:
             continue  # a random subnet the fit saw; a named size is reported anyway
-        measured = _measure(exported_factory(supernet, train_config, label, mask),
+        measured = _measure(exported_factory(supernet, train_config, label, mask,
+                                             channels or model.frontend_channels or None),
                             list(model.coefficients), model.lengths, model.threads, repeats)
         for dtype, by_length in measured.items():
             for length, ms in by_length.items():
-                predicted = model.predict(mask, float(length), dtype)
+                predicted = model.predict(mask, float(length), dtype, channels)
                 rows.append(dict(subnet=label, dtype=dtype, seconds=float(length),
+                                 frontend_channels=channels,
                                  predicted_ms=round(predicted, 3), measured_ms=ms,
                                  error=round((predicted - ms) / ms, 4), held_out=held_out))
     summary = {}

@@ -135,7 +135,8 @@ def exported_config(train_config: dict, kept_blocks: List[int],
 
 def export_subnet(model: SupernetASRModel, train_config: dict, name: str,
                   build_model, mask: Optional[List[int]] = None,
-                  stock_encoder: bool = True) -> SubnetExport:
+                  stock_encoder: bool = True,
+                  frontend_channels: Optional[int] = None) -> SubnetExport:
     """Export the named subnet of ``model`` (or the unnamed subnet ``mask``).
 
     Args:
@@ -150,9 +151,12 @@ def export_subnet(model: SupernetASRModel, train_config: dict, name: str,
         stock_encoder: export a subnet of whole blocks as ESPnet's stock ``conformer``
             (else as a ``pruned_conformer``, like every other subnet; always with the
             VGG front end, which stock ESPnet does not have).
+        frontend_channels: with ``mask``, run the front end at these channels (None:
+            all; a named subnet has its own, ``subnet_frontend_channels``).
 
     Raises:
-        ValueError: unknown subnet name (the message lists the valid ones).
+        ValueError: unknown subnet name (the message lists the valid ones), or
+            ``frontend_channels`` the front end cannot run at.
         TypeError: ``model`` is not a supernet.
     """
     if not isinstance(model, SupernetASRModel):
@@ -163,6 +167,8 @@ def export_subnet(model: SupernetASRModel, train_config: dict, name: str,
     else:
         model.set_subnet(None)
         model.encoder.set_subnet(mask)
+        if frontend_channels is not None:
+            model.encoder.set_frontend_channels(frontend_channels)
     specs = block_specs(model)
     kept = [b for b, spec in enumerate(specs) if spec is not None]
     blocks = [specs[b] for b in kept]

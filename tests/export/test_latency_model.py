@@ -106,6 +106,70 @@ def test_the_fit_recovers_known_per_unit_latencies(tmp_path, monkeypatch):
         profile_device(supernet, config, dtypes=("fp16",))
 
 
+def test_front_end_width_terms_count_and_predict(tmp_path):
+    assert feature_names(LAYOUT, frontend=True)[:3] == [
+        "fixed", "frontend.width", "frontend.width_sq"]
+    mask = [1] * 14
+    counts = subnet_features(LAYOUT, mask, width=0.25)
+    assert counts["frontend.width"] == 0.25 and counts["frontend.width_sq"] == 0.0625
+    assert subnet_features(LAYOUT, mask) == {k: v for k, v in counts.items()
+                                             if not k.startswith("frontend.")}
+    names = feature_names(LAYOUT, frontend=True)
+    coef = dict(zip(names, [10, 4, 8] + [1] * (len(names) - 3)))
+    model = LatencyModel(
+        machine=machine_id(1), threads=1, torch_version="x", layout=_model([0] * 9,
+                                                                           [0] * 9).layout,
+        features=names, coefficients={"fp32": {"5": coef}}, frontend_channels=32)
+    full = model.predict(mask, 5.0)
+    assert full == pytest.approx(10 + 4 + 8 + 2 * 10 + 2)  # 10 module/unit counts a block
+    assert model.predict(mask, 5.0, frontend_channels=32) == full
+    # 16 of 32 channels: w = 0.5 saves 4 * 0.5 + 8 * 0.75
+    assert model.predict(mask, 5.0, frontend_channels=16) == pytest.approx(full - 2 - 6)
+    with pytest.raises(ValueError, match="has 32 channels, not 33"):
+        model.predict(mask, 5.0, frontend_channels=33)
+    with pytest.raises(ValueError, match="profiled with the full front end only"):
+        _model([0] * 9, [0] * 9).predict(mask, 5.0, frontend_channels=16)
+
+
+def test_the_fit_recovers_front_end_width_terms(tmp_path, monkeypatch):
+    """A supernet with a narrow named size: the profile draws front-end widths (the named
+    sizes' and midpoints by default) and fits the width terms back from synthetic
+    measurements."""
+    supernet, config, _ = make_task_supernet(tmp_path, ORTHO, **COMPONENT,
+                                             subnet_frontend_channels={"0.6": 8})
+    layout = supernet.encoder.layout
+    names = feature_names(layout, frontend=True)
+    truth = dict(zip(names, np.linspace(5.0, 0.5, len(names))))
+
+    def synthetic(factory, dtypes, lengths, threads, repeats):
+        factory()  # the supernet's active mask and front end are now the subnet's
+        channels = supernet.encoder.active_frontend_channels
+        counts = subnet_features(layout, supernet.encoder.active_mask, (channels or 32) / 32)
+        ms = sum(truth[n] * counts[n] for n in names)
+        return {d: {f"{s:g}": ms * s for s in lengths} for d in dtypes}
+
+    monkeypatch.setattr(latency_model, "_measure", synthetic)
+    model = profile_device(supernet, config, lengths=(1.0,), dtypes=("fp32",), threads=1,
+                           num_random=30)
+    assert model.frontend_channels == 32 and model.features == names
+    assert model.frontend_widths == [8, 20]  # the named 8 and (8 + 32) // 2
+    widths = [p["frontend_channels"] for p in model.profiled]
+    assert {8, 20, None} == set(widths)
+    for name in names:
+        assert model.coefficients["fp32"]["1"][name] == pytest.approx(truth[name],
+                                                                      abs=0.05), name
+    result = validate(model, supernet, config, num_random=6, repeats=1)
+    named = {r["subnet"]: r for r in result["rows"]}
+    assert named["0.6"]["frontend_channels"] == 8 and named["1.0"]["frontend_channels"] is None
+    assert all(abs(r["error"]) < 1e-3 for r in result["rows"])
+    plain = profile_device(supernet, config, lengths=(1.0,), dtypes=("fp32",), threads=1,
+                           num_random=30, frontend_widths=())
+    assert plain.frontend_channels == 0 and "frontend.width" not in plain.features
+    assert "0.6" not in {r["subnet"] for r in validate(plain, supernet, config, 2, 1)["rows"]}
+    with pytest.raises(ValueError, match="can keep 1..32, got 40"):
+        profile_device(supernet, config, threads=1, frontend_widths=[40])
+
+
 def test_profile_a_tiny_supernet_then_select_by_predicted_latency(tmp_path):
     exp = make_exp(tmp_path, {"0.6": 1, "1.0": 0}, config_updates=ORTHO, **COMPONENT)
     out = tmp_path / "latency_model.json"
