@@ -331,9 +331,7 @@ def profile_device(supernet, train_config: dict, lengths: Sequence[float] = (5.0
                          f"raise --num_random to at least {len(features)}")
     profiled = []
     for i, (label, mask, channels) in enumerate(subnets):
-        # the full width given explicitly: a mask equal to a narrow named size's is not it
-        latency = _measure(exported_factory(supernet, train_config, label, mask,
-                                            channels or full_channels or None),
+        latency = _measure(exported_factory(supernet, train_config, label, mask, channels),
                            dtypes, lengths, threads, repeats)
         profiled.append(dict(subnet=label, mask=mask, frontend_channels=channels,
                              latency_ms=latency))
@@ -393,8 +391,7 @@ def validate(model: LatencyModel, supernet, train_config: dict, num_random: int 
         held_out = (tuple(mask), channels) not in seen
         if not held_out and label not in supernet.subnet_names:
             continue  # a random subnet the fit saw; a named size is reported anyway
-        measured = _measure(exported_factory(supernet, train_config, label, mask,
-                                             channels or model.frontend_channels or None),
+        measured = _measure(exported_factory(supernet, train_config, label, mask, channels),
                             list(model.coefficients), model.lengths, model.threads, repeats)
         for dtype, by_length in measured.items():
             for length, ms in by_length.items():

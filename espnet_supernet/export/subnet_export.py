@@ -152,7 +152,8 @@ def export_subnet(model: SupernetASRModel, train_config: dict, name: str,
             (else as a ``pruned_conformer``, like every other subnet; always with the
             VGG front end, which stock ESPnet does not have).
         frontend_channels: with ``mask``, run the front end at these channels (None:
-            all; a named subnet has its own, ``subnet_frontend_channels``).
+            all, even where ``mask`` equals a narrow named size's; a named subnet has its
+            own, ``subnet_frontend_channels``).
 
     Raises:
         ValueError: unknown subnet name (the message lists the valid ones), or
@@ -166,9 +167,8 @@ def export_subnet(model: SupernetASRModel, train_config: dict, name: str,
         model.set_subnet(name)
     else:
         model.set_subnet(None)
-        model.encoder.set_subnet(mask)
-        if frontend_channels is not None:
-            model.encoder.set_frontend_channels(frontend_channels)
+        model.encoder.set_subnet(mask)  # takes a named size's width if the masks match:
+        model.encoder.set_frontend_channels(frontend_channels)  # a mask has its own
     specs = block_specs(model)
     kept = [b for b, spec in enumerate(specs) if spec is not None]
     blocks = [specs[b] for b in kept]
